@@ -1,0 +1,292 @@
+"""Training: a small :class:`Trainer` with Adam (AMSGrad), progress bars, history, checkpoints and exact resume.
+
+Data sources: anything with a ``batches(batch_size, shuffle=..., generator=..., device=...)``
+method (the datasets of :mod:`mmvae_lite.data`), a tensor or dict of tensors with the examples on
+the first axis, or any re-iterable of batches (a ``DataLoader`` yielding dicts or tensors).
+
+Determinism: the data order of epoch ``e`` comes from a generator seeded by ``(seed, e)`` and the
+global torch RNG (latent samples) is saved in every checkpoint, so training 2 epochs equals
+training 1, saving, loading and training 1 more.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
+
+import torch
+import torch.nn as nn
+
+Batch = Union[torch.Tensor, Mapping[str, torch.Tensor]]
+
+
+def select_device(device: "str | torch.device | None" = None) -> torch.device:
+    """The device to use: the one given, else CUDA, else Apple MPS, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (all devices), numpy and Python's ``random``."""
+    import random
+
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def iterate_batches(data: Any, batch_size: int, shuffle: bool = True, generator: Optional[torch.Generator] = None,
+                    device: "torch.device | None" = None) -> Iterator[Batch]:
+    """Yield batches from any supported data source (see the module docstring)."""
+    if hasattr(data, "batches"):
+        yield from data.batches(batch_size, shuffle=shuffle, generator=generator, device=device)
+        return
+    if isinstance(data, (torch.Tensor, Mapping)):
+        first = data if isinstance(data, torch.Tensor) else next(iter(data.values()))
+        n = first.shape[0]
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            b = data[idx] if isinstance(data, torch.Tensor) else {k: v[idx] for k, v in data.items()}
+            yield to_device(b, device) if device is not None else b
+        return
+    for b in data:
+        yield to_device(b, device) if device is not None else b
+
+
+def num_batches(data: Any, batch_size: int) -> Optional[int]:
+    try:
+        n = len(data) if not isinstance(data, Mapping) else len(next(iter(data.values())))
+    except TypeError:
+        return None
+    if hasattr(data, "batches") or isinstance(data, (torch.Tensor, Mapping)):
+        return math.ceil(n / batch_size)
+    return n
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    if hasattr(torch.nn.utils, "get_total_norm"):          # torch >= 2.6: fused
+        return torch.nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a NaN/inf loss or gradient; the message names the step and the term."""
+
+
+def atomic_save(obj: Any, path: "str | Path") -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train: float
+    test: Optional[float]
+    seconds: float
+
+
+@dataclass
+class History:
+    """Per-epoch records of the objective on train (running mean) and test (no-grad estimate)."""
+
+    records: list[EpochRecord] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> EpochRecord:
+        return self.records[i]
+
+    @property
+    def train(self) -> list[float]:
+        return [r.train for r in self.records]
+
+    @property
+    def test(self) -> list[Optional[float]]:
+        return [r.test for r in self.records]
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [dict(r.__dict__) for r in self.records]
+
+    def to_frame(self):  # pandas is a dependency of the package
+        import pandas as pd
+        return pd.DataFrame(self.to_dicts()).set_index("epoch")
+
+
+class Trainer:
+    """Maximise ``objective(model, batch, K)`` with Adam (AMSGrad, lr 1e-3 by default, as in the paper).
+
+    Args:
+        model: a :class:`~mmvae_lite.models.VAE` or :class:`~mmvae_lite.models.MultimodalVAE`.
+        objective: a function ``(model, batch, K) -> scalar`` (see :mod:`mmvae_lite.objectives`).
+        K: importance samples per modality during training.
+        eval_objective / eval_K: the test-set estimate reported each epoch (default: ``objective``).
+        device: chosen once here (``None``: cuda > mps > cpu); the model is moved to it.
+        bf16: autocast the forward pass to bfloat16 (CUDA only; ignored with a warning elsewhere).
+        progress: show tqdm bars (``tqdm.auto``: a widget in notebooks, text in terminals).
+        verbose: print one line per epoch.
+        checkpoint: a path; the state is saved there atomically after every epoch.
+    """
+
+    def __init__(self, model: nn.Module, objective: Callable[..., torch.Tensor], *, K: int = 1, lr: float = 1e-3,
+                 amsgrad: bool = True, batch_size: int = 128, seed: int = 1,
+                 eval_objective: Optional[Callable[..., torch.Tensor]] = None, eval_K: Optional[int] = None,
+                 device: "str | torch.device | None" = None, bf16: bool = False, progress: bool = True,
+                 verbose: bool = True, checkpoint: "str | Path | None" = None,
+                 config: Optional[Mapping[str, Any]] = None) -> None:
+        if K < 1:
+            raise ValueError(f"K must be >= 1, got {K}")
+        self.device = select_device(device)
+        self.model = model.to(self.device)
+        self.objective, self.K = objective, K
+        self.eval_objective, self.eval_K = eval_objective or objective, eval_K or K
+        self.batch_size, self.seed = batch_size, seed
+        self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, amsgrad=amsgrad)
+        self.bf16 = bf16 and self.device.type == "cuda"
+        if bf16 and not self.bf16:
+            import warnings
+            warnings.warn("bf16 autocast is only used on CUDA; training in float32", stacklevel=2)
+        self.progress, self.verbose = progress, verbose
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.config = dict(config) if config is not None else {}
+        self.epoch = 0
+        self.step = 0
+        self.history = History()
+
+    # -- one step -------------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def train_step(self, batch: Batch) -> float:
+        """One optimiser step on a batch; returns the objective's value."""
+        self.model.train()
+        with self._autocast():
+            value = self.objective(self.model, batch, self.K)
+        loss = -value
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"non-finite objective ({loss.item()}) at epoch {self.epoch + 1}, step {self.step}: "
+                                 f"term '{getattr(self.objective, '__name__', self.objective)}'. "
+                                 f"The last checkpoint was left untouched.")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # one fused norm over all gradients; only if it is non-finite do we look for the culprit
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        total = _total_norm(grads)
+        if not torch.isfinite(total):
+            bad = [n for n, p in self.model.named_parameters()
+                   if p.grad is not None and not torch.isfinite(p.grad).all()] or ["?"]
+            raise NonFiniteError(f"non-finite gradient at epoch {self.epoch + 1}, step {self.step} in parameter "
+                                 f"'{bad[0]}' ({len(bad)} affected). The last checkpoint was left untouched.")
+        self.optimizer.step()
+        self.step += 1
+        return value.item()
+
+    @torch.no_grad()
+    def evaluate(self, data: Any, K: Optional[int] = None, batch_size: Optional[int] = None) -> float:
+        """The mean of ``eval_objective`` over ``data`` (no gradients, model in eval mode)."""
+        self.model.eval()
+        total, n = 0.0, 0
+        gen = torch.Generator().manual_seed(0)
+        for batch in iterate_batches(data, batch_size or self.batch_size, shuffle=False, generator=gen,
+                                     device=self.device):
+            b = batch.shape[0] if isinstance(batch, torch.Tensor) else next(iter(batch.values())).shape[0]
+            with self._autocast():
+                total += float(self.eval_objective(self.model, batch, K or self.eval_K)) * b
+            n += b
+        return total / max(n, 1)
+
+    # -- epochs ---------------------------------------------------------------------------------
+    def _bar(self, it: Iterable, total: Optional[int], desc: str):
+        if not self.progress:
+            return it
+        from tqdm.auto import tqdm
+        return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+    def fit(self, train: Any, epochs: int, test: Any = None) -> History:
+        """Train until ``epochs`` epochs are done in total (a resumed trainer continues where it stopped)."""
+        while self.epoch < epochs:
+            t0 = time.perf_counter()
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            running, count = 0.0, 0
+            bar = self._bar(iterate_batches(train, self.batch_size, True, gen, self.device),
+                            num_batches(train, self.batch_size), f"epoch {self.epoch + 1}/{epochs}")
+            for batch in bar:
+                running += self.train_step(batch)
+                count += 1
+                if self.progress and count % 10 == 0 and hasattr(bar, "set_postfix"):
+                    bar.set_postfix(objective=f"{running / count:.1f}")
+            test_value = self.evaluate(test) if test is not None else None
+            self.epoch += 1
+            rec = EpochRecord(self.epoch, running / max(count, 1), test_value, time.perf_counter() - t0)
+            self.history.records.append(rec)
+            if self.verbose:
+                msg = f"epoch {rec.epoch:3d}  train {rec.train:10.2f}"
+                msg += f"  test {rec.test:10.2f}" if rec.test is not None else ""
+                print(msg + f"  ({rec.seconds:.1f} s)", flush=True)
+            if self.checkpoint is not None:
+                self.save(self.checkpoint)
+        return self.history
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch, "step": self.step, "history": self.history.to_dicts(),
+            "torch_rng": torch.get_rng_state(), "config": self.config, "format": "mmvae_lite/1",
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save(self, path: "str | Path") -> Path:
+        """Save model, optimiser, epoch, history and RNG state atomically."""
+        return atomic_save(self.state_dict(), path)
+
+    def load(self, path: "str | Path") -> "Trainer":
+        """Restore a :meth:`save` d state (``weights_only=True``: no code is unpickled)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("format") != "mmvae_lite/1":
+            raise ValueError(f"{path} is not an mmvae_lite trainer checkpoint (use load_model for bare weights)")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = History([EpochRecord(**r) for r in state["history"]])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        return self
+
+
+__all__ = ["Trainer", "History", "EpochRecord", "NonFiniteError", "select_device", "seed_everything",
+           "iterate_batches", "atomic_save"]

@@ -1,0 +1,257 @@
+"""Objectives: DReG against its closed form, bounds ordering against an exact log-likelihood."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import make_tiny_mm, tiny_batch, tiny_modality
+from mmvae_lite import objectives as O
+from mmvae_lite.distributions import Prior, detach_params
+from mmvae_lite.models import MixtureOfExpertsPosterior, VAE
+
+
+def _grads(model, params):
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+
+def _run(fn, model, seed):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    value = fn()
+    value.backward()
+    return value.detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# DReG, single modality
+# ---------------------------------------------------------------------------------------------
+def _closed_form_encoder_grad(model: VAE, x: torch.Tensor, K: int, seed: int, power: int):
+    """sum_k w~_k^power dlogw_k/dz_k dz_k/dphi, averaged over the batch, computed independently."""
+    torch.manual_seed(seed)
+    q = model.encode(x)
+    z = q.rsample((K,))
+    zl = z.detach().requires_grad_(True)
+    qd = detach_params(q)
+    lw = model.prior().log_prob(zl).sum(-1) + model.modality.log_likelihood(model.decode(zl), x) - qd.log_prob(zl).sum(-1)
+    dlw_dz, = torch.autograd.grad(lw.sum(), zl)            # each lw_k depends on its own z_k only
+    w = torch.softmax(lw.detach(), 0)
+    enc = list(model.modality.encoder.parameters())
+    g = torch.autograd.grad(z, enc, grad_outputs=w.pow(power).unsqueeze(-1) * dlw_dz / x.shape[0])
+    return list(g)
+
+
+def test_dreg_encoder_gradient_matches_closed_form(tiny_vae):
+    x = torch.randn(6, 3)
+    K, seed = 7, 3
+    enc = list(tiny_vae.modality.encoder.parameters())
+    _run(lambda: O.dreg(tiny_vae, x, K), tiny_vae, seed)
+    g_dreg = _grads(tiny_vae, enc)
+    expected = _closed_form_encoder_grad(tiny_vae, x, K, seed, power=2)
+    for a, b in zip(g_dreg, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # ... and it is not the authors' w-weighted (STL) gradient
+    _run(lambda: O.dreg(tiny_vae, x, K, gradient="stl"), tiny_vae, seed)
+    g_stl = _grads(tiny_vae, enc)
+    expected_stl = _closed_form_encoder_grad(tiny_vae, x, K, seed, power=1)
+    for a, b in zip(g_stl, expected_stl):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert max((a - b).abs().max().item() for a, b in zip(g_dreg, g_stl)) > 1e-4
+
+
+def test_dreg_decoder_gradient_equals_iwae_gradient_and_value_is_iwae(tiny_vae):
+    x = torch.randn(5, 3)
+    dec = list(tiny_vae.modality.decoder.parameters()) + [tiny_vae.prior.logits]
+    v_dreg = _run(lambda: O.dreg(tiny_vae, x, 9), tiny_vae, 11)
+    g_dreg = _grads(tiny_vae, dec)
+    v_iwae = _run(lambda: O.iwae(tiny_vae, x, 9), tiny_vae, 11)
+    g_iwae = _grads(tiny_vae, dec)
+    torch.testing.assert_close(v_dreg, v_iwae)
+    for a, b in zip(g_dreg, g_iwae):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_dreg_gradient_check_against_finite_differences(tiny_vae):
+    """The decoder gradient of the (fixed-noise) IWAE bound agrees with central finite differences."""
+    tiny_vae.double()
+    x = torch.randn(3, 3, dtype=torch.float64)
+    p = next(tiny_vae.modality.decoder.parameters())
+
+    def f():
+        torch.manual_seed(5)
+        return O.iwae(tiny_vae, x, 4)
+
+    tiny_vae.zero_grad()
+    torch.manual_seed(5)
+    O.dreg(tiny_vae, x, 4).backward()
+    analytic = p.grad[0, 0].item()
+    h = 1e-6
+    with torch.no_grad():
+        p[0, 0] += h
+        up = f().item()
+        p[0, 0] -= 2 * h
+        down = f().item()
+        p[0, 0] += h
+    assert analytic == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-7)
+
+
+def test_unknown_gradient_name_is_rejected(tiny_vae):
+    with pytest.raises(ValueError, match="'dreg' or 'stl'"):
+        O.dreg(tiny_vae, torch.randn(2, 3), 3, gradient="authors")
+
+
+# ---------------------------------------------------------------------------------------------
+# DReG, mixture of experts
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["stratified", "mixture"])
+def test_m_dreg_encoder_gradient_matches_closed_form(which):
+    model = make_tiny_mm()
+    batch = tiny_batch(5)
+    K, seed = 6, 2
+    fn = O.m_dreg_stratified if which == "stratified" else O.m_dreg_mixture
+    enc = [p for m in model.modalities.values() for p in m.encoder.parameters()]
+    _run(lambda: fn(model, batch, K), model, seed)
+    got = _grads(model, enc)
+
+    torch.manual_seed(seed)
+    _, experts = model.experts(batch)
+    z = experts.rsample((K,)).transpose(0, 1)
+    zl = z.detach().requires_grad_(True)
+    lq = MixtureOfExpertsPosterior(detach_params(experts)).log_prob(zl)
+    lpx = sum(model.log_likelihood(batch, zl).values())
+    lw = model.prior().log_prob(zl).sum(-1) + lpx - lq
+    dlw, = torch.autograd.grad(lw.sum(), zl)
+    dims = (1,) if which == "stratified" else (0, 1)
+    w = (lw - torch.logsumexp(lw, dims, keepdim=True)).exp().detach()
+    scale = 1.0 / (5 * (2 if which == "stratified" else 1))     # mean over batch (and strata)
+    expected = torch.autograd.grad(z, enc, grad_outputs=w.pow(2).unsqueeze(-1) * dlw * scale, allow_unused=True)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b if b is not None else torch.zeros_like(a), rtol=1e-4, atol=1e-6)
+
+
+def test_m_dreg_decoder_gradient_is_iwae_gradient():
+    model = make_tiny_mm()
+    batch = tiny_batch(4)
+    dec = [p for m in model.modalities.values() for p in m.decoder.parameters()]
+    v1 = _run(lambda: O.m_dreg_stratified(model, batch, 5), model, 4)
+    g1 = _grads(model, dec)
+    v2 = _run(lambda: O.m_iwae_stratified(model, batch, 5), model, 4)
+    g2 = _grads(model, dec)
+    torch.testing.assert_close(v1, v2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds ordering on a model with an exact log-likelihood (1-D latent, quadrature)
+# ---------------------------------------------------------------------------------------------
+def _exact_log_px(model: VAE, x: torch.Tensor) -> torch.Tensor:
+    grid = torch.linspace(-40, 40, 40001, dtype=torch.float64).unsqueeze(-1)      # (G, 1)
+    with torch.no_grad():
+        lp = model.prior().log_prob(grid).sum(-1)[:, None] + model.modality.log_likelihood(
+            model.decode(grid[:, None, :].expand(-1, x.shape[0], -1)), x)          # (G, B)
+    dz = (grid[1] - grid[0]).item()
+    return torch.logsumexp(lp, 0) + math.log(dz)
+
+
+def test_bounds_are_ordered_and_below_exact_log_likelihood():
+    torch.manual_seed(0)
+    model = VAE(tiny_modality("x", 2, 1, scale_param="softplus", llik_scale=1.0), Prior(1, "laplace")).double()
+    x = torch.randn(8, 2, dtype=torch.float64) * 2
+    exact = _exact_log_px(model, x).mean().item()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        el = torch.stack([O.elbo(model, x, K=1, analytic_kl=False) for _ in range(400)]).mean().item()
+        iw5 = torch.stack([O.iwae(model, x, 5) for _ in range(400)]).mean().item()
+        iw50 = torch.stack([O.iwae(model, x, 50) for _ in range(200)]).mean().item()
+        iw2000 = O.iwae(model, x, 20000).item()
+    assert el < iw5 < iw50 <= exact + 1e-3
+    assert iw2000 == pytest.approx(exact, abs=0.02)   # IWAE converges to log p(x)
+
+
+def test_iwae_with_one_sample_equals_elbo_on_the_same_sample(tiny_vae):
+    x = torch.randn(4, 3)
+    torch.manual_seed(7)
+    a = O.iwae(tiny_vae, x, 1)
+    torch.manual_seed(7)
+    b = O.elbo(tiny_vae, x, 1, analytic_kl=False)
+    torch.testing.assert_close(a, b)
+
+
+def test_analytic_and_monte_carlo_elbo_agree_in_expectation(tiny_vae):
+    x = torch.randn(4, 3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        mc = O.elbo(tiny_vae, x, K=20000, analytic_kl=False).item()
+        an = O.elbo(tiny_vae, x, K=20000).item()
+    assert mc == pytest.approx(an, abs=0.05)
+
+
+def test_multimodal_bounds_ordering():
+    """ELBO <= stratified IWAE (eq. 3) <= mixture IWAE (eq. 5), on average over many draws."""
+    model = make_tiny_mm()
+    batch = tiny_batch(16)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        s1 = torch.stack([O.m_iwae_stratified(model, batch, 1) for _ in range(300)]).mean()
+        s10 = torch.stack([O.m_iwae_stratified(model, batch, 10) for _ in range(300)]).mean()
+        mix10 = torch.stack([O.m_iwae_mixture(model, batch, 10) for _ in range(300)]).mean()
+    assert s1 < s10 < mix10
+
+
+def test_m_elbo_is_matches_its_expectation():
+    """Appendix B is an unbiased estimate of the mean of the unimodal ELBOs E_{q_i}[sum_j log p(x_j|z)] - KL_i."""
+    model = make_tiny_mm()
+    batch = tiny_batch(4)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        est = O.m_elbo_is(model, batch, K=40000).item()
+        experts = model.encode(batch)
+        direct = []
+        for q in experts.values():
+            z = q.sample((40000,))
+            rec = sum(model.log_likelihood(batch, z).values()).mean(0)
+            kl = O.kl_divergence(q, model.prior()).sum(-1)
+            direct.append(rec - kl)
+        direct = torch.stack(direct).mean().item()
+    assert est == pytest.approx(direct, rel=0.02)
+
+
+def test_m_elbo_is_calls_each_decoder_once_on_its_own_samples():
+    model = make_tiny_mm()
+    calls = []
+    for m in model.modalities.values():
+        m.decoder.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape))
+    O.m_elbo_is(model, tiny_batch(4), K=3)
+    assert calls == [torch.Size([3, 4, 2]), torch.Size([3, 4, 2])]
+    calls.clear()
+    O.m_iwae_stratified(model, tiny_batch(4), K=3)  # M x M evaluations in M calls on stacked samples
+    assert calls == [torch.Size([2, 3, 4, 2]), torch.Size([2, 3, 4, 2])]
+
+
+def test_objectives_refuse_the_wrong_model():
+    poe = make_tiny_mm("poe", "normal")
+    with pytest.raises(TypeError, match="MixtureOfExperts"):
+        O.m_iwae_stratified(poe, tiny_batch(2), 2)
+    with pytest.raises(TypeError, match="ProductOfExperts"):
+        O.mvae_elbo(make_tiny_mm(), tiny_batch(2))
+    with pytest.raises(ValueError, match="unknown objective"):
+        O.get_objective("m_iwae_tight")
+
+
+def test_mvae_elbo_is_sum_of_joint_and_unimodal_elbos():
+    model = make_tiny_mm("poe", "normal")
+    batch = tiny_batch(3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        v = O.mvae_elbo(model, batch, K=30000).item()
+        prior = model.prior()
+        total = 0.0
+        for subset in (["a", "b"], ["a"], ["b"]):
+            sub = {k: batch[k] for k in subset}
+            q = model.posterior(sub)
+            z = q.sample((30000,))
+            rec = sum(model.log_likelihood(sub, z).values()).mean(0)
+            total += (rec - O.kl_divergence(q, prior).sum(-1)).mean().item()
+    assert v == pytest.approx(total, rel=0.01)
