@@ -151,7 +151,8 @@ class Trainer:
         eval_objective / eval_K: the test-set estimate reported each epoch (default: ``objective``).
         device: chosen once here (``None``: cuda > mps > cpu); the model is moved to it.
         bf16: autocast the forward pass to bfloat16 (CUDA only; ignored with a warning elsewhere).
-        progress: show tqdm bars (``tqdm.auto``: a widget in notebooks, text in terminals).
+        progress: show tqdm bars (``tqdm.auto``: a widget in notebooks, text in terminals); default on
+            unless the environment variable ``MMVAE_LITE_PROGRESS`` is ``0``.
         verbose: print one line per epoch.
         checkpoint: a path; the state is saved there atomically after every epoch.
     """
@@ -159,7 +160,7 @@ class Trainer:
     def __init__(self, model: nn.Module, objective: Callable[..., torch.Tensor], *, K: int = 1, lr: float = 1e-3,
                  amsgrad: bool = True, batch_size: int = 128, seed: int = 1,
                  eval_objective: Optional[Callable[..., torch.Tensor]] = None, eval_K: Optional[int] = None,
-                 device: "str | torch.device | None" = None, bf16: bool = False, progress: bool = True,
+                 device: "str | torch.device | None" = None, bf16: bool = False, progress: Optional[bool] = None,
                  verbose: bool = True, checkpoint: "str | Path | None" = None,
                  config: Optional[Mapping[str, Any]] = None) -> None:
         if K < 1:
@@ -174,6 +175,8 @@ class Trainer:
         if bf16 and not self.bf16:
             import warnings
             warnings.warn("bf16 autocast is only used on CUDA; training in float32", stacklevel=2)
+        if progress is None:   # MMVAE_LITE_PROGRESS=0 turns bars off (the book's CI build sets it)
+            progress = os.environ.get("MMVAE_LITE_PROGRESS", "1") != "0"
         self.progress, self.verbose = progress, verbose
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.config = dict(config) if config is not None else {}
