@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 #: Bump when the house-number renderer changes (invalidates cached arrays).
-HOUSE_NUMBERS_VERSION = 3
+HOUSE_NUMBERS_VERSION = 4
 #: Bump when the bird renderer / caption grammar changes.
 BIRDS_VERSION = 2
 #: Dimension of the stand-in image features (same as ResNet-101 pooled features).
@@ -110,17 +110,17 @@ def _save_cached(path: Optional[Path], **arrays: np.ndarray) -> None:
     """Atomically write ``arrays`` to ``path``; silently give up if not writable."""
     if path is None:
         return
+    tmp: Optional[str] = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
         os.close(fd)
         np.savez(tmp, **arrays)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError:
-        try:
-            os.unlink(tmp)  # type: ignore[possibly-undefined]
-        except (OSError, UnboundLocalError):
-            pass
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _gaussian_kernel(sigma: float, radius: int) -> torch.Tensor:
@@ -176,10 +176,10 @@ def _glyph_atlas() -> tuple[torch.Tensor, torch.Tensor]:
         path = font_dir / name
         if not path.is_file():
             continue
-        font = ImageFont.truetype(str(path), 160)
+        font = ImageFont.truetype(str(path), 96)
         for d in range(10):
-            img = Image.new("L", (320, 320), 0)
-            ImageDraw.Draw(img).text((60, 40), str(d), fill=255, font=font)
+            img = Image.new("L", (192, 192), 0)
+            ImageDraw.Draw(img).text((36, 24), str(d), fill=255, font=font)
             a = np.asarray(img, dtype=np.float32) / 255.0
             rows, cols = np.nonzero(a > 0.5)
             if rows.size == 0:
@@ -233,13 +233,13 @@ def _house_number_chunk(labels: torch.Tensor, g: torch.Generator, atlas: torch.T
     sel_l = font * 10 + left
     sel_r = font * 10 + right
 
-    height = _uniform(g, b, 14.0, 27.0)  # ink height in output pixels
+    height = _uniform(g, b, 13.0, 28.0)  # ink height in output pixels
     aspect = _uniform(g, b, 0.75, 1.3)  # horizontal stretch
     shear = _uniform(g, b, -0.25, 0.25)
-    angle = _uniform(g, b, -0.2, 0.2)  # radians, about +-11 degrees
-    cx = size / 2 + _uniform(g, b, -2.5, 2.5)
-    cy = size / 2 + _uniform(g, b, -2.5, 2.5)
-    gap = _uniform(g, b, 0.06, 0.45) * _GLYPH_H  # atlas pixels between ink boxes
+    angle = _uniform(g, b, -0.24, 0.24)  # radians, about +-14 degrees
+    cx = size / 2 + _uniform(g, b, -3.0, 3.0)
+    cy = size / 2 + _uniform(g, b, -3.0, 3.0)
+    gap = _uniform(g, b, 0.0, 0.4) * _GLYPH_H  # atlas pixels between ink boxes
     thresh = _uniform(g, b, 0.22, 0.62)  # stroke weight: low = bold
     soft = _uniform(g, b, 0.05, 0.16)  # edge softness
 
@@ -280,7 +280,7 @@ def _house_number_chunk(labels: torch.Tensor, g: torch.Generator, atlas: torch.T
 
     # colours: plate (background) and digit (foreground) with a lightness gap
     l_bg = _uniform(g, b, 0.05, 0.95)
-    contrast = _uniform(g, b, 0.22, 0.7)
+    contrast = _uniform(g, b, 0.16, 0.7)
     up = (l_bg < 0.5) ^ _bernoulli(g, b, 0.12)  # mostly away from the background
     up = torch.where(l_bg + contrast > 1.0, torch.zeros_like(up), up)
     up = torch.where(l_bg - contrast < 0.0, torch.ones_like(up), up)
@@ -325,11 +325,11 @@ def _house_number_chunk(labels: torch.Tensor, g: torch.Generator, atlas: torch.T
     img = img * light
     blur_w = _uniform(g, b, 0.0, 1.0)[:, None, None, None]
     img = img * (1 - blur_w) + _blur(img, 1.0) * blur_w
-    lowres = _bernoulli(g, b, 0.3)[:, None, None, None].float()
+    lowres = _bernoulli(g, b, 0.4)[:, None, None, None].float()
     up = _upsample_matrix(size // 2, size)
     small = up @ F.avg_pool2d(img, 2) @ up.T
     img = img * (1 - lowres) + small * lowres
-    noise = torch.randn(b, 3, size, size, generator=g) * _uniform(g, b, 0.0, 0.045)[:, None, None, None]
+    noise = torch.randn(b, 3, size, size, generator=g) * _uniform(g, b, 0.0, 0.06)[:, None, None, None]
     return (img + noise).clamp(0, 1)
 
 
@@ -420,7 +420,7 @@ class BirdCaptions(NamedTuple):
     """Output of :func:`bird_captions`.
 
     Attributes:
-        images: uint8 (n, 3, S, S).
+        images: uint8 (n, 3, S, S) (None when generated with ``with_images=False``).
         captions: ``n * captions_per_image`` strings; caption ``j`` describes image
             ``j // captions_per_image`` (the layout of the real CUB caption files).
         attributes: int64 (n, A); column ``a`` indexes ``BIRD_ATTRIBUTES[names[a]]``.
@@ -428,7 +428,7 @@ class BirdCaptions(NamedTuple):
         captions_per_image: captions per image.
     """
 
-    images: torch.Tensor
+    images: Optional[torch.Tensor]
     captions: list[str]
     attributes: torch.Tensor
     attribute_names: tuple[str, ...]
@@ -656,7 +656,7 @@ def _caption(a: dict[str, str], rng: np.random.Generator) -> str:
 
 
 def bird_captions(n: int, seed: int = 0, *, captions_per_image: int = 10, image_size: int = 64,
-                  cache_dir: Optional[os.PathLike] = None) -> BirdCaptions:
+                  cache_dir: Optional[os.PathLike] = None, with_images: bool = True) -> BirdCaptions:
     """Generate ``n`` bird sprites with CUB-style captions.
 
     Each image's attributes (see :data:`BIRD_ATTRIBUTES`) set the colours of its crown,
@@ -672,6 +672,8 @@ def bird_captions(n: int, seed: int = 0, *, captions_per_image: int = 10, image_
         captions_per_image: captions per image (the real CUB has 10).
         image_size: side of the square images (64 in the MMVAE paper).
         cache_dir: optional directory to cache the result as ``.npz``.
+        with_images: if False, skip drawing (``images`` is None); the captions and
+            attributes are the same as with images.
 
     Returns:
         A :class:`BirdCaptions` tuple ``(images, captions, attributes,
@@ -687,6 +689,11 @@ def bird_captions(n: int, seed: int = 0, *, captions_per_image: int = 10, image_
         return BirdCaptions(torch.from_numpy(cached["images"]), [str(c) for c in cached["captions"]],
                             torch.from_numpy(cached["attributes"]).long(), names, captions_per_image)
 
+    if not with_images:
+        if cached is not None:
+            return BirdCaptions(None, [str(c) for c in cached["captions"]],  # type: ignore[arg-type]
+                                torch.from_numpy(cached["attributes"]).long(), names,
+                                captions_per_image)
     rng = np.random.default_rng(seed)
     attrs = _sample_bird_attributes(n, rng)
     captions: list[str] = []
@@ -694,6 +701,8 @@ def bird_captions(n: int, seed: int = 0, *, captions_per_image: int = 10, image_
         a = {name: BIRD_ATTRIBUTES[name][attrs[i, j]] for j, name in enumerate(names)}
         captions.extend(_caption(a, rng) for _ in range(captions_per_image))
     attrs_t = torch.from_numpy(attrs)
+    if not with_images:
+        return BirdCaptions(None, captions, attrs_t, names, captions_per_image)  # type: ignore[arg-type]
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
     step = 1024
     with torch.no_grad():
