@@ -11,6 +11,7 @@ from .models import (Modality, MixtureOfExperts, MultimodalVAE, ProductOfExperts
 from .objectives import (dreg, elbo, get_objective, iwae, m_dreg_mixture, m_dreg_stratified, m_elbo_is,
                          m_iwae_mixture, m_iwae_stratified, mvae_elbo)
 from .training import History, NonFiniteError, Trainer, select_device
+from . import data, evaluation, notebook, official, plotting  # noqa: E402  (submodules as attributes)
 
 __version__ = "0.1.0"
 
@@ -21,4 +22,5 @@ __all__ = [
     "elbo", "iwae", "dreg", "m_elbo_is", "m_iwae_stratified", "m_iwae_mixture", "m_dreg_stratified",
     "m_dreg_mixture", "mvae_elbo", "get_objective",
     "Trainer", "History", "NonFiniteError", "select_device",
+    "data", "evaluation", "notebook", "official", "plotting",
 ]

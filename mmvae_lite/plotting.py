@@ -1,0 +1,323 @@
+"""Figures for the book: image grids, training curves and the plots of :mod:`mmvae_lite.evaluation`.
+
+Every function returns a :class:`matplotlib.figure.Figure`. Figures are created with
+``matplotlib.figure.Figure`` (not ``pyplot``), so nothing here touches pyplot's global state or
+needs an interactive backend; in Jupyter a returned figure is displayed once. Give ``ax=`` to
+draw into an existing axes instead (its figure is returned).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = [
+    "image_grid", "show_images", "to_rgb", "plot_history", "plot_kl", "plot_traversals", "plot_embedding",
+    "plot_snr", "plot_cross_generation", "plot_joint_generation", "caption_table", "plot_coherence",
+]
+
+
+def _new(ax: Optional[Axes], figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------
+def image_grid(images: Union[torch.Tensor, np.ndarray], nrow: int = 8, pad: int = 2,
+               pad_value: float = 1.0) -> np.ndarray:
+    """Tile images into one array for ``imshow``.
+
+    ``images``: (N, C, H, W), (C, H, W), or (R, N, C, H, W) for R rows of N images (then ``nrow``
+    is N). Values are clipped to [0, 1]. Returns (H', W', 3) for colour and (H', W') for
+    one-channel images; ``nrow`` images per row.
+    """
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).detach().float().cpu()
+    if x.dim() == 5:
+        nrow = x.shape[1]
+        x = x.reshape(-1, *x.shape[2:])
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), (C, H, W) or (R, N, C, H, W); got {tuple(x.shape)}")
+    n, c, h, w = x.shape
+    if c not in (1, 3):
+        raise ValueError(f"images need 1 or 3 channels, got {c}")
+    nrow = max(1, min(nrow, n))
+    rows = math.ceil(n / nrow)
+    grid = torch.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), float(pad_value))
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[:, pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = x[i]
+    grid = grid.clamp(0, 1).numpy()
+    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
+
+
+def show_images(images: Union[torch.Tensor, np.ndarray], nrow: int = 8, title: Optional[str] = None,
+                ax: Optional[Axes] = None, pad: int = 2, pixels_per_inch: float = 40.0,
+                max_width: float = 14.0) -> Figure:
+    """Show a grid of images (see :func:`image_grid`); returns the figure.
+
+    A new figure is sized at ``pixels_per_inch`` grid pixels per inch, at most ``max_width`` wide.
+    """
+    grid = image_grid(images, nrow, pad)
+    h, w = grid.shape[:2]
+    width = min(max_width, max(1.5, w / pixels_per_inch))
+    fig, ax = _new(ax, (width, max(1.0, width * h / w)))
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def to_rgb(images: torch.Tensor, size: Optional[int] = None) -> torch.Tensor:
+    """(…, C, H, W) images as 3-channel (…, 3, size, size): grey repeated, bilinear resize.
+
+    Used to put MNIST (1x28x28) beside SVHN (3x32x32), as in the paper's Figure 4.
+    """
+    x = images.detach().float().cpu()
+    lead = x.shape[:-3]
+    x = x.reshape(-1, *x.shape[-3:])
+    if size is not None and x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x.reshape(*lead, *x.shape[1:]).clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training curves
+# ---------------------------------------------------------------------------------------------
+def plot_history(history: Any, ax: Optional[Axes] = None, title: Optional[str] = None) -> Figure:
+    """Train (running mean) and test objective per epoch.
+
+    Accepts a :class:`mmvae_lite.training.History`, a DataFrame with ``train``/``test`` columns
+    (index or column ``epoch``), or a list of dicts.
+    """
+    if hasattr(history, "to_frame"):
+        df = history.to_frame()
+    elif isinstance(history, pd.DataFrame):
+        df = history
+    else:
+        df = pd.DataFrame(list(history))
+    if "epoch" in df.columns:
+        df = df.set_index("epoch")
+    fig, ax = _new(ax, (5, 3.2))
+    for col, style in (("train", "-o"), ("test", "-s")):
+        if col in df.columns and df[col].notna().any():
+            ax.plot(df.index, df[col].astype(float), style, label=col, markersize=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("objective (higher is better)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Latent structure
+# ---------------------------------------------------------------------------------------------
+def plot_kl(df: pd.DataFrame, ax: Optional[Axes] = None, log: bool = True, title: Optional[str] = None) -> Figure:
+    """Bar plot of per-dimension KLs from :func:`mmvae_lite.evaluation.kl_per_dimension` (long or wide)."""
+    if "term" not in df.columns:  # wide table: one column per term, indexed by dim
+        df = df.rename_axis("dim").reset_index().melt(id_vars="dim", var_name="term", value_name="kl")
+    dims = sorted(df["dim"].unique())
+    fig, ax = _new(ax, (max(5.0, 0.45 * len(dims) + 2), 3.2))
+    try:
+        import seaborn as sns
+        sns.barplot(data=df, x="dim", y="kl", hue="term", ax=ax, errorbar=None)
+    except ImportError:  # seaborn is optional (the "book" extra)
+        terms = list(dict.fromkeys(df["term"]))
+        width = 0.8 / len(terms)
+        for j, term in enumerate(terms):
+            sub = df[df["term"] == term].set_index("dim").reindex(dims)
+            ax.bar(np.arange(len(dims)) + (j - (len(terms) - 1) / 2) * width, sub["kl"], width, label=term)
+        ax.set_xticks(np.arange(len(dims)), [str(d) for d in dims])
+        ax.legend()
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("KL (nats)")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_traversals(traversals: Mapping[str, Mapping[str, torch.Tensor]], source: str, target: str,
+                    example: int = 0, dims: Optional[Sequence[int]] = None, ax: Optional[Axes] = None,
+                    title: Optional[str] = None) -> Figure:
+    """Grid of one example's traversals: a row per latent dimension, a column per step.
+
+    ``traversals`` comes from :func:`mmvae_lite.evaluation.latent_traversals`;
+    ``traversals[source][target]`` is (B, D, steps, C, H, W).
+    """
+    x = traversals[source][target]
+    if x.dim() != 6:
+        raise TypeError(f"{source}->{target} traversals are not images (shape {tuple(x.shape)}); "
+                        "show text with caption_table")
+    x = x[example]
+    if dims is not None:
+        x = x[list(dims)]
+    fig = show_images(x, nrow=x.shape[1], ax=ax)
+    fig.axes[0].set_title(title or f"traversals: q(z|{source}) decoded as {target}")
+    return fig
+
+
+def plot_embedding(df: pd.DataFrame, ax: Optional[Axes] = None, s: float = 4.0, alpha: float = 0.35,
+                   title: Optional[str] = None) -> Figure:
+    """Scatter plot of :func:`mmvae_lite.evaluation.latent_embedding` (colour = source)."""
+    fig, ax = _new(ax, (4.5, 4.0))
+    for src in dict.fromkeys(df["source"]):
+        sub = df[df["source"] == src]
+        ax.scatter(sub["x"], sub["y"], s=s, alpha=alpha, label=src, edgecolors="none",
+                   color="0.6" if src == "p(z)" else None)
+    leg = ax.legend(markerscale=3, frameon=False)
+    for h in leg.legend_handles:
+        h.set_alpha(1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_snr(df: pd.DataFrame, title: Optional[str] = None, value: str = "snr") -> Figure:
+    """SNR against K (log-log) for each estimator; encoder and decoder side by side."""
+    whiches = [w for w in ("encoder", "decoder") if w in set(df["which"])]
+    fig = Figure(figsize=(4.2 * len(whiches), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(whiches), squeeze=False)[0]
+    for ax, which in zip(axes, whiches):
+        sub = df[df["which"] == which]
+        for est in dict.fromkeys(sub["estimator"]):
+            e = sub[sub["estimator"] == est].sort_values("K")
+            ax.plot(e["K"], e[value], "-o", label=est.upper(), markersize=4)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("K (importance samples)")
+        ax.set_ylabel("gradient SNR")
+        ax.set_title(f"{which} ({'inference' if which == 'encoder' else 'generative'} network)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_coherence(df: pd.DataFrame, ax: Optional[Axes] = None, title: Optional[str] = None) -> Figure:
+    """Bar chart of coherence tables (rows: models; columns: joint, a->b, ...) in percent."""
+    fig, ax = _new(ax, (5, 3.2))
+    (df * 100).T.plot.bar(ax=ax, rot=0)
+    ax.set_ylabel("coherence (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3, axis="y")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------
+def _image_modalities(model: Any) -> list[str]:
+    mods = model.modalities
+    return [n for n in model.names if len(mods[n].event_shape) == 3]
+
+
+def plot_cross_generation(model: Any, batch: Mapping[str, torch.Tensor], n: int = 8, *, mean_latent: bool = False,
+                          seed: Optional[int] = 0, size: Optional[int] = None, title: Optional[str] = None) -> Figure:
+    """Reconstructions and cross-generations (the paper's Figure 4, middle and bottom rows).
+
+    For each source modality s (a panel): the first row shows n inputs x_s, the next rows the
+    likelihood means of every image modality t decoded from z ~ q(z | x_s). Images are brought to a
+    common size and 3 channels (MNIST 28x28 grey is resized to 32x32 RGB beside SVHN).
+    """
+    from .evaluation import _seeded, _device, evaluation_mode
+    names = _image_modalities(model)
+    if not names:
+        raise TypeError("plot_cross_generation shows image modalities; this model has none (use caption_table)")
+    batch = {k: v[:n] for k, v in batch.items() if k in model.names}
+    dev = _device(model)
+    with evaluation_mode(model), _seeded(seed, dev):
+        rec = model.cross_reconstruct({k: v.to(dev) for k, v in batch.items()}, K=1, mean_latent=mean_latent)
+    size = size or max(model.modalities[t].event_shape[-1] for t in names)
+    sources = [s for s in model.names if s in rec and s in names]
+    width, height = 1.0 * n + 1.6, 1.05 * (len(names) + 1) * len(sources) + (0.4 if title else 0.1)
+    fig = Figure(figsize=(width, height))
+    # fixed margins: constrained layout misjudges tick labels beside aspect-locked image axes
+    fig.subplots_adjust(left=1.4 / width, right=0.99, bottom=0.05 / height,
+                        top=1 - (0.4 if title else 0.05) / height, hspace=0.08)
+    axes = fig.subplots(len(sources), 1, squeeze=False)[:, 0]
+    for ax, s in zip(axes, sources):
+        rows = [to_rgb(batch[s], size)] + [to_rgb(rec[s][t][0], size) for t in names]
+        show_images(torch.stack(rows), ax=ax)
+        labels = [f"{s} (input)"] + [f"{s} \u2192 {t}" for t in names]
+        h = size + 2
+        ax.set_axis_on()
+        ax.set_xticks([])
+        ax.set_yticks([2 + h * i + size / 2 for i in range(len(labels))], labels)
+        ax.tick_params(axis="y", length=0)
+        for sp in ax.spines.values():
+            sp.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_joint_generation(model: Any, n: int = 16, *, seed: Optional[int] = 0, size: Optional[int] = None,
+                          title: Optional[str] = None) -> Figure:
+    """Joint generations (Figure 4, top): one row per image modality, decoded from the same z ~ p(z)."""
+    from .evaluation import _seeded, _device, evaluation_mode
+    names = _image_modalities(model)
+    with evaluation_mode(model), _seeded(seed, _device(model)):
+        gen = model.generate(n)
+    size = size or max(model.modalities[t].event_shape[-1] for t in names)
+    fig = show_images(torch.stack([to_rgb(gen[t], size) for t in names]))
+    ax = fig.axes[0]
+    ax.set_axis_on()
+    ax.set_xticks([])
+    ax.set_yticks([2 + (size + 2) * i + size / 2 for i in range(len(names))], names)
+    ax.tick_params(axis="y", length=0)
+    for sp in ax.spines.values():
+        sp.set_visible(False)
+    ax.set_title(title or "joint generation from p(z)")
+    return fig
+
+
+def caption_table(columns: Mapping[str, Any], vocab: Any, max_rows: Optional[int] = None) -> pd.DataFrame:
+    """Decode token-id tensors into a table of text, one column per entry of ``columns``.
+
+    ``columns`` maps a column title to token ids (N, T) (e.g. ``{"input": x, "image \u2192 sentence": y}``);
+    ``vocab`` is a :class:`mmvae_lite.data.Vocab` (uses its ``decode``) or a list of words, in which
+    case decoding stops at ``<eos>`` and skips ``<pad>``.
+    """
+    def decode(ids: Any) -> str:
+        if hasattr(vocab, "decode"):
+            return vocab.decode(ids)
+        words = []
+        for i in torch.as_tensor(ids).flatten().tolist():
+            w = vocab[i]
+            if w == "<eos>":
+                break
+            if w != "<pad>":
+                words.append(w)
+        return " ".join(words)
+
+    out = {}
+    for title, ids in columns.items():
+        ids = torch.as_tensor(ids)
+        ids = ids.reshape(-1, ids.shape[-1])
+        if max_rows is not None:
+            ids = ids[:max_rows]
+        out[title] = [decode(r) for r in ids]
+    return pd.DataFrame(out)
