@@ -1,0 +1,1 @@
+"""Benchmarks of mmvae_lite against the authors' MMVAE code (see bench/README.md)."""

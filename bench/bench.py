@@ -1,0 +1,433 @@
+"""Time one training step (forward + backward + Adam) or IWAE-K evaluation, and print one JSON line.
+
+    python -m bench.bench --config mnist-svhn-paper --objective m_dreg_stratified --K 30 --steps 5 --warmup 1
+    python -m bench.bench --impl authors ...          # the authors' code, from $MMVAE_AUTHORS_SRC (their src/)
+    python -m bench.bench --eval --eval-K 1000 --eval-pairs 32   # IWAE-1000, seconds per 1000 pairs
+
+One process measures one implementation, so ``peak_rss_mb`` (``ru_maxrss``) is that implementation's
+peak. ``rss_before_mb`` is the resident size after imports, model and data are set up, so
+``peak_rss_mb - rss_before_mb`` is the memory the steps themselves added (the two codes import
+different libraries: the authors' modules pull in torchvision, nltk, matplotlib, seaborn, pandas).
+
+Data are synthetic tensors of the right shapes and range (uniform in [0, 1]): SVHN is not
+available offline here, and the speed of these networks does not depend on pixel values.
+
+``cpu_utilisation`` is process CPU time / (wall time x threads) over the timed steps; well below
+1 means other processes competed for the cores and the timing is pessimistic.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import types
+from typing import Any, Callable, Optional
+
+import torch
+
+CONFIGS = {
+    # name: (experiment, preset) of mmvae_lite.config; the authors' model has the same networks
+    "mnist-svhn-paper": ("mnist-svhn", "paper"),
+    "mnist-svhn-quick": ("mnist-svhn", "quick"),
+}
+
+# our objective -> the authors' function in src/objectives.py
+AUTHORS_OBJECTIVES = {
+    "m_dreg_stratified": "m_dreg_looser",   # the paper's configuration
+    "m_iwae_stratified": "m_iwae_looser",
+    "m_dreg_mixture": "m_dreg",
+    "m_iwae_mixture": "m_iwae",
+    "m_elbo_is": "m_elbo",                  # importance-sampled ELBO (their m_elbo always uses K=1)
+}
+
+FIELDS = ("implementation", "mode", "config", "objective", "K", "batch", "samples_per_s", "step_s_median",
+          "step_s", "peak_rss_mb", "rss_before_mb", "threads", "device", "torch", "python")
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement helpers
+# ---------------------------------------------------------------------------------------------
+def rss_now_mb() -> float:
+    """Current resident set size (Linux /proc; falls back to the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, AttributeError):
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 2**10
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synthetic_batch(batch: int, seed: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"mnist": torch.rand(batch, 1, 28, 28, generator=g, dtype=dtype),
+            "svhn": torch.rand(batch, 3, 32, 32, generator=g, dtype=dtype)}
+
+
+def real_batch(batch: int, seed: int, root: Optional[str] = None, split: str = "test") -> dict[str, torch.Tensor]:
+    """``batch`` MNIST-SVHN pairs from :mod:`mmvae_lite.data` (real MNIST; SVHN, or its stand-in if missing)."""
+    from mmvae_lite import data
+    ds = data.load_mnist_svhn(split, root=root, subset=batch, seed=seed, verbose=False)
+    return next(iter(ds.batches(batch, shuffle=False)))
+
+
+def make_batch(args: argparse.Namespace, batch: int) -> dict[str, torch.Tensor]:
+    if args.data == "synthetic":
+        return synthetic_batch(batch, args.seed + 1)
+    return real_batch(batch, args.seed, args.data_root)
+
+
+def load_state(model, path: Optional[str]) -> None:
+    """Load an mmvae_lite state_dict (e.g. from ``python -m bench.pretrain``) into our model."""
+    if path:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def authors_state_from_ours(ours: dict[str, torch.Tensor], template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Invert :func:`mmvae_lite.official.convert_official_state_dict` (MNIST-SVHN): our weights in their layout."""
+    from mmvae_lite.official import _keys_read, _mnist_svhn_rules
+    out = {k: v.clone() for k, v in template.items()}
+    for key, rule in _mnist_svhn_rules().items():
+        theirs = _keys_read(rule, template)
+        sizes = [template[k].shape[0] for k in theirs] if len(theirs) > 1 else None
+        parts = ours[key].split(sizes, 0) if sizes else [ours[key]]
+        for k, part in zip(theirs, parts):
+            out[k] = part.reshape(template[k].shape).clone()
+    return out
+
+
+def time_calls(fn: Callable[[], Any], steps: int, warmup: int) -> tuple[list[float], float, Any]:
+    """Run ``fn`` warmup + steps times; per-call wall times of the timed calls and CPU utilisation.
+
+    Per-call process CPU times are stored in ``time_calls.cpu_times``: on a shared machine with one
+    thread, CPU seconds per step measure the work done, almost independent of how much of the CPU
+    other processes took (with several threads they also count spin-waiting).
+    """
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times, cpu_times = [], []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for _ in range(steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
+    wall = time.perf_counter() - wall0
+    util = (time.process_time() - cpu0) / max(wall * torch.get_num_threads(), 1e-9)
+    time_calls.cpu_times = cpu_times
+    return times, util, out
+
+
+# ---------------------------------------------------------------------------------------------
+# mmvae_lite
+# ---------------------------------------------------------------------------------------------
+def set_plain(plain: bool) -> None:
+    """Turn mmvae_lite's CPU fast paths off (``plain=True``) or on: the 'plain fp32' reference."""
+    from mmvae_lite import distributions, networks
+    networks.FAST_PATHS = not plain
+    distributions.FUSED_LIKELIHOOD = not plain
+
+
+def build_ours(config: str, K: int, batch: int, objective: str, seed: int, gradient: str = "dreg"):
+    from mmvae_lite import build_model, get_config
+    experiment, preset = CONFIGS[config]
+    cfg = get_config(experiment, preset, K=K, batch_size=batch, objective=objective, seed=seed, gradient=gradient)
+    return cfg, build_model(cfg)
+
+
+def maybe_compile(model, mode: Optional[str]) -> float:
+    """``torch.compile`` each decoder and encoder body in place; returns nothing to time yet (lazy)."""
+    if not mode:
+        return 0.0
+    for m in model.modalities.values():
+        for net in (m.encoder, m.decoder):
+            net._body = torch.compile(net._body, mode=None if mode == "default" else mode, dynamic=False)
+    return 0.0
+
+
+def run_ours(args: argparse.Namespace) -> dict[str, Any]:
+    from mmvae_lite.objectives import get_objective
+    from mmvae_lite.training import Trainer
+    set_plain(args.plain)
+    cfg, model = build_ours(args.config, args.K, args.batch, args.objective, args.seed, args.gradient)
+    load_state(model, args.state)
+    maybe_compile(model, args.compile)
+    tr = Trainer(model, get_objective(cfg.objective, cfg.gradient), K=cfg.K, lr=cfg.lr, amsgrad=cfg.amsgrad,
+                 batch_size=cfg.batch_size, device="cpu", progress=False, verbose=False)
+    batch = make_batch(args, args.batch)
+    info: dict[str, Any] = {"rss_before_mb": rss_now_mb()}
+    torch.manual_seed(args.seed)
+    if args.compile:   # first call compiles: time it separately
+        t0 = time.perf_counter()
+        tr.train_step(batch)
+        info["compile_s"] = time.perf_counter() - t0
+    times, util, value = time_calls(lambda: tr.train_step(batch), args.steps, args.warmup)
+    info.update(times=times, cpu_utilisation=util, objective_value=float(value))
+    return info
+
+
+@torch.inference_mode()
+def iwae_chunked(model, batch: dict[str, torch.Tensor], K: int, chunk: int, stratified: bool = False) -> torch.Tensor:
+    """IWAE-K of each pair, memory bounded by ``chunk`` samples per modality at a time: shape (B,).
+
+    Draws K samples from each expert in chunks (``objectives.moe_log_weights``), keeps only the
+    (M, K, B) log weights and reduces them at the end. ``stratified=False`` is the mixture bound
+    (eq. 5, one log-mean-exp over all M*K samples: the authors' ``m_iwae`` likelihood estimate);
+    ``True`` is eq. 3.
+    """
+    from mmvae_lite.objectives import log_mean_exp, moe_log_weights
+    lws = []
+    for start in range(0, K, chunk):
+        lws.append(moe_log_weights(model, batch, min(chunk, K - start))[0])
+    lw = torch.cat(lws, 1)                                   # (M, K, B)
+    return log_mean_exp(lw, 1).mean(0) if stratified else log_mean_exp(lw, (0, 1))
+
+
+def run_ours_eval(args: argparse.Namespace) -> dict[str, Any]:
+    set_plain(args.plain)
+    _, model = build_ours(args.config, args.eval_K, args.batch, "m_iwae_mixture", args.seed)
+    load_state(model, args.state)
+    model.eval()
+    data = make_batch(args, args.eval_pairs)
+    info: dict[str, Any] = {"rss_before_mb": rss_now_mb()}
+    torch.manual_seed(args.seed)
+
+    def run():
+        vals = []
+        for i in range(0, args.eval_pairs, args.eval_batch):
+            vals.append(iwae_chunked(model, {k: v[i:i + args.eval_batch] for k, v in data.items()},
+                                     args.eval_K, args.eval_chunk))
+        return torch.cat(vals).mean().item()
+
+    times, util, value = time_calls(run, args.steps, args.warmup)
+    info.update(times=times, cpu_utilisation=util, objective_value=value)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# The authors' code (never vendored: point MMVAE_AUTHORS_SRC at a checkout's src/ directory)
+# ---------------------------------------------------------------------------------------------
+def _stub_missing_modules() -> list[str]:
+    """Inject empty stand-ins for third-party modules their imports need but this benchmark never uses."""
+    stubbed = []
+
+    def missing(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):
+            return True
+
+    def unusable(*_a, **_k):
+        raise RuntimeError("stubbed by bench.bench: not available in this environment")
+
+    if missing("umap"):                       # vis.py: from umap import UMAP (only for plots)
+        sys.modules["umap"] = types.SimpleNamespace(UMAP=unusable, __name__="umap")
+        stubbed.append("umap")
+    if missing("torchnet"):                   # dataset wrappers, only used by their data loaders
+        ds = types.ModuleType("torchnet.dataset")
+        ds.TensorDataset = ds.ResampleDataset = unusable
+        tn = types.ModuleType("torchnet")
+        tn.dataset = ds
+        sys.modules.update({"torchnet": tn, "torchnet.dataset": ds})
+        stubbed.append("torchnet")
+    if missing("nltk"):                       # datasets.py (CUB sentences)
+        tok = types.ModuleType("nltk.tokenize")
+        tok.sent_tokenize = tok.word_tokenize = unusable
+        nl = types.ModuleType("nltk")
+        nl.tokenize = tok
+        sys.modules.update({"nltk": nl, "nltk.tokenize": tok})
+        stubbed.append("nltk")
+    return stubbed
+
+
+def build_authors(seed: int):
+    src = os.environ.get("MMVAE_AUTHORS_SRC")
+    if not src or not os.path.isfile(os.path.join(src, "objectives.py")):
+        raise SystemExit("set MMVAE_AUTHORS_SRC to the src/ directory of a checkout of iffsid/mmvae")
+    stubbed = _stub_missing_modules()
+    sys.path.insert(0, os.path.abspath(src))
+    import objectives as authors_objectives  # noqa: E402  (their module)
+    from models.mmvae_mnist_svhn import MNIST_SVHN  # noqa: E402
+    # main.py's arguments for the paper's MNIST-SVHN run
+    params = argparse.Namespace(latent_dim=20, num_hidden_layers=1, learn_prior=True, llik_scaling=0.0)
+    torch.manual_seed(seed)
+    return authors_objectives, MNIST_SVHN(params), stubbed
+
+
+def load_authors_state(model, path: Optional[str]) -> None:
+    """Give their model the same weights as ours (their speed does not depend on them, but be fair)."""
+    if path:
+        ours = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(authors_state_from_ours(ours, model.state_dict()))
+
+
+def run_authors(args: argparse.Namespace) -> dict[str, Any]:
+    if args.objective not in AUTHORS_OBJECTIVES:
+        raise SystemExit(f"no authors' counterpart for {args.objective!r}; choose one of {sorted(AUTHORS_OBJECTIVES)}")
+    if args.objective == "m_elbo_is" and args.K != 1:
+        raise SystemExit("the authors' m_elbo always draws K=1 sample; use --K 1")
+    objs, model, stubbed = build_authors(args.seed)
+    load_authors_state(model, args.state)
+    objective = getattr(objs, AUTHORS_OBJECTIVES[args.objective])
+    optimizer = torch.optim.Adam(filter(lambda p: p.requires_grad, model.parameters()), lr=1e-3, amsgrad=True)
+    b = make_batch(args, args.batch)
+    data = [b["mnist"], b["svhn"]]
+    info: dict[str, Any] = {"rss_before_mb": rss_now_mb(), "authors_objective": objective.__name__,
+                            "stubbed_modules": stubbed}
+    torch.manual_seed(args.seed)
+
+    def step():   # main.py's train(): zero_grad, loss = -objective, backward, step, loss.item()
+        model.train()
+        optimizer.zero_grad()
+        loss = -objective(model, data, K=args.K)
+        loss.backward()
+        optimizer.step()
+        return loss.item() / args.batch   # they sum over the batch; report the per-example value
+
+    times, util, value = time_calls(step, args.steps, args.warmup)
+    info.update(times=times, cpu_utilisation=util, objective_value=-value)
+    return info
+
+
+def run_authors_eval(args: argparse.Namespace) -> dict[str, Any]:
+    """Their report/calculate_likelihoods.py ``m_iwae``: one forward at K samples per batch of pairs."""
+    objs, model, stubbed = build_authors(args.seed)
+    from utils import log_mean_exp  # their utils
+    load_authors_state(model, args.state)
+    model.eval()
+    b = make_batch(args, args.eval_pairs)
+    info: dict[str, Any] = {"rss_before_mb": rss_now_mb(), "stubbed_modules": stubbed}
+    torch.manual_seed(args.seed)
+
+    def m_iwae(x, K):
+        qz_xs, px_zs, zss = model(x, K)
+        lws = []
+        for r, qz_x in enumerate(qz_xs):
+            lpz = model.pz(*model.pz_params).log_prob(zss[r]).sum(-1)
+            lqz_x = log_mean_exp(torch.stack([q.log_prob(zss[r]).sum(-1) for q in qz_xs]))
+            lpx_z = [px_z.log_prob(x[d]).view(*px_z.batch_shape[:2], -1).mul(model.vaes[d].llik_scaling).sum(-1)
+                     for d, px_z in enumerate(px_zs[r])]
+            lws.append(lpz + torch.stack(lpx_z).sum(0) - lqz_x)
+        return log_mean_exp(torch.cat(lws)).sum()
+
+    @torch.no_grad()
+    def run():
+        total = 0.0
+        for i in range(0, args.eval_pairs, args.eval_batch):
+            total += m_iwae([b["mnist"][i:i + args.eval_batch], b["svhn"][i:i + args.eval_batch]], args.eval_K).item()
+        return total / args.eval_pairs
+
+    times, util, value = time_calls(run, args.steps, args.warmup)
+    info.update(times=times, cpu_utilisation=util, objective_value=value)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="mnist-svhn-paper", choices=sorted(CONFIGS))
+    p.add_argument("--objective", default="m_dreg_stratified")
+    p.add_argument("--gradient", default="dreg", choices=["dreg", "stl"], help="DReG-family gradient (ours)")
+    p.add_argument("--K", type=int, default=None, help="importance samples per modality (default: the config's)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: the config's)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps (or timed evaluation passes with --eval)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--impl", default="mmvae_lite", choices=["mmvae_lite", "authors"])
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--plain", action="store_true", help="mmvae_lite with its CPU fast paths off")
+    p.add_argument("--data", default="synthetic", choices=["synthetic", "mnist-svhn"],
+                   help="synthetic uniform tensors, or test pairs from mmvae_lite.data (real MNIST; SVHN or its stand-in)")
+    p.add_argument("--data-root", default=None, help="data directory for --data mnist-svhn (default: $MMVAE_LITE_DATA)")
+    p.add_argument("--state", default=None,
+                   help="model weights (an mmvae_lite state_dict, e.g. from bench.pretrain); given to both implementations")
+    p.add_argument("--compile", nargs="?", const="default", default=None,
+                   help="torch.compile encoder/decoder bodies (ours; optional mode, e.g. max-autotune-no-cudagraphs)")
+    p.add_argument("--eval", action="store_true", help="time IWAE-K estimation instead of a train step")
+    p.add_argument("--eval-K", type=int, default=1000)
+    p.add_argument("--eval-pairs", type=int, default=32, help="pairs timed; the result is scaled to 1000 pairs")
+    p.add_argument("--eval-batch", type=int, default=None,
+                   help="pairs per forward (default: 32 ours; 12000 // K for the authors, as their script)")
+    p.add_argument("--eval-chunk", type=int, default=50, help="samples per modality per decoder call (ours)")
+    p.add_argument("--out", default=None, help="also append the JSON line to this file")
+    args = p.parse_args(argv)
+    experiment, preset = CONFIGS[args.config]
+    from mmvae_lite import get_config
+    cfg = get_config(experiment, preset)
+    args.K = cfg.K if args.K is None else args.K
+    args.batch = cfg.batch_size if args.batch is None else args.batch
+    if args.eval_batch is None:
+        args.eval_batch = max(1, 12000 // args.eval_K) if args.impl == "authors" else 32
+    if args.eval_batch > args.eval_pairs:
+        args.eval_batch = args.eval_pairs
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    t0 = time.perf_counter()
+    if args.eval:
+        info = (run_authors_eval if args.impl == "authors" else run_ours_eval)(args)
+    else:
+        info = (run_authors if args.impl == "authors" else run_ours)(args)
+    times = info.pop("times")
+    med = statistics.median(times)
+    res: dict[str, Any] = {
+        "implementation": args.impl, "mode": "eval" if args.eval else "train", "config": args.config,
+        "objective": ("iwae_mixture" if args.eval else args.objective),
+        "K": args.eval_K if args.eval else args.K,
+        "batch": args.eval_batch if args.eval else args.batch,
+    }
+    if args.eval:
+        res.update(pairs=args.eval_pairs, eval_s_median=med, s_per_1000_pairs=med * 1000 / args.eval_pairs,
+                   samples_per_s=args.eval_pairs / med, step_s_median=med,
+                   chunk=args.eval_chunk if args.impl == "mmvae_lite" else args.eval_K)
+    else:
+        res.update(samples_per_s=args.batch / med, step_s_median=med)
+    cpu_times = getattr(time_calls, "cpu_times", [])
+    if cpu_times:
+        cmed = statistics.median(cpu_times)
+        res.update(cpu_s_median=cmed, samples_per_cpu_s=(args.eval_pairs if args.eval else args.batch) / cmed)
+    res.update(step_s=[round(t, 4) for t in times], cpu_s=[round(t, 4) for t in cpu_times],
+               peak_rss_mb=round(peak_rss_mb(), 1),
+               rss_before_mb=round(info.pop("rss_before_mb"), 1), threads=torch.get_num_threads(),
+               device=f"cpu ({cpu_name()})", torch=torch.__version__, python=platform.python_version(),
+               plain=bool(args.plain), compile=args.compile, data=args.data, state=args.state, steps=args.steps, warmup=args.warmup,
+               loadavg_before=load0, loadavg_after=os.getloadavg() if hasattr(os, "getloadavg") else None,
+               total_s=round(time.perf_counter() - t0, 2))
+    res.update(info)
+    line = json.dumps(res)
+    print(line, flush=True)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(line + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()

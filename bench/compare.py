@@ -1,0 +1,172 @@
+"""Side-by-side training-step benchmark: mmvae_lite vs the authors' code, same machine, same run.
+
+    MMVAE_AUTHORS_SRC=/path/to/mmvae/src python -m bench.compare --reps 2
+
+Cases (MNIST-SVHN paper networks, batch 128): the paper's K=30 DReG stratified objective (their
+``m_dreg_looser``), the same at K=1, and the importance-sampled ELBO (our ``m_elbo_is``, their
+``m_elbo``, which always draws one sample). Every measurement is a separate ``python -m bench.bench``
+process (so peak RSS is per implementation); each repetition runs both implementations back to
+back, alternating which goes first, and the speed ratio is the median of the per-repetition
+ratios (robust to load drifting between repetitions). ``--eval`` adds IWAE-1000 timings.
+
+The machine is shared: ``--quiet`` waits (up to ``--quiet-timeout`` s) before each process until
+other processes use less than ``--quiet-threshold`` of the CPU. The table reports the processes'
+CPU utilisation so contended measurements are visible.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CASES = {
+    "k30": ("K=30 DReG stratified (paper)", ["--objective", "m_dreg_stratified", "--K", "30", "--steps", "5", "--warmup", "1"]),
+    "k1": ("K=1 DReG stratified", ["--objective", "m_dreg_stratified", "--K", "1", "--steps", "40", "--warmup", "5"]),
+    "elbo": ("IS-ELBO (K=1)", ["--objective", "m_elbo_is", "--K", "1", "--steps", "40", "--warmup", "5"]),
+}
+EVAL_CASE = ("IWAE-1000 eval", ["--eval", "--eval-K", "1000", "--eval-pairs", "24", "--steps", "1", "--warmup", "0"])
+
+
+def cpu_busy_fraction(interval: float = 1.0) -> float:
+    """Fraction of all CPUs busy over ``interval`` seconds (Linux /proc/stat; 0 elsewhere)."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return sum(v), idle
+    try:
+        t0, i0 = snap()
+        time.sleep(interval)
+        t1, i1 = snap()
+    except OSError:
+        return 0.0
+    return 1.0 - (i1 - i0) / max(t1 - t0, 1)
+
+
+def wait_quiet(threshold: float, timeout: float) -> float:
+    """Wait until the CPU is less than ``threshold`` busy (or ``timeout`` s pass); returns the last reading."""
+    end = time.time() + timeout
+    busy = cpu_busy_fraction()
+    while busy > threshold and time.time() < end:
+        busy = cpu_busy_fraction(2.0)
+    return busy
+
+
+def run_one(impl: str, extra: list[str], common: list[str], timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.bench", "--impl", impl, *common, *extra]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "samples_per_s": statistics.median(r["samples_per_s"] for r in rows),
+        "step_s": statistics.median(r["step_s_median"] for r in rows),
+        "cpu_s": statistics.median(r["cpu_s_median"] for r in rows),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+        "step_rss_mb": max(r["peak_rss_mb"] - r["rss_before_mb"] for r in rows),
+        "cpu_util": min(r.get("cpu_utilisation", float("nan")) for r in rows),
+        "s_per_1000_pairs": statistics.median(r["s_per_1000_pairs"] for r in rows) if "s_per_1000_pairs" in rows[0] else None,
+    }
+
+
+def markdown(results: dict[str, dict[str, list[dict[str, Any]]]], labels: dict[str, str], meta: dict[str, Any]) -> str:
+    out = [f"Device: {meta['device']}; torch {meta['torch']}; {meta['threads']} threads; {meta['reps']} repetitions "
+           f"(medians; RSS: max); {meta['when']}.", "",
+           "| case | impl | samples/s | median step (s) | CPU s / step | peak RSS (MB) | step RSS (MB) | min CPU util "
+           "| speed ratio, wall (ours/authors) | speed ratio, CPU time |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for case, by_impl in results.items():
+        pairs = list(zip(by_impl["mmvae_lite"], by_impl["authors"]))
+        ratios = [o["samples_per_s"] / a["samples_per_s"] for o, a in pairs]
+        cratios = [a["cpu_s_median"] / o["cpu_s_median"] for o, a in pairs]
+        ratio = statistics.median(ratios) if ratios else float("nan")
+        cratio = statistics.median(cratios) if cratios else float("nan")
+        for impl in ("mmvae_lite", "authors"):
+            if not by_impl[impl]:
+                continue
+            s = summarise(by_impl[impl])
+            extra = f" ({s['s_per_1000_pairs']:.0f} s / 1000 pairs)" if s["s_per_1000_pairs"] is not None else ""
+            r = (f"**{ratio:.2f}x** ({', '.join(f'{x:.2f}' for x in ratios)}) | "
+                 f"**{cratio:.2f}x** ({', '.join(f'{x:.2f}' for x in cratios)})"
+                 if impl == "mmvae_lite" and ratios else " | ")
+            out.append(f"| {labels[case]} | {impl} | {s['samples_per_s']:.1f}{extra} | {s['step_s']:.3f} | "
+                       f"{s['cpu_s']:.3f} | {s['peak_rss_mb']:.0f} | {s['step_rss_mb']:.0f} | {s['cpu_util']:.2f} | {r} |")
+    return "\n".join(out)
+
+
+def main(argv: Optional[list[str]] = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--cases", default="k30,k1,elbo", help=f"comma-separated subset of {','.join(CASES)}")
+    p.add_argument("--eval", action="store_true", help="also time IWAE-1000 (24 pairs, scaled to 1000)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quiet", action="store_true", help="wait for an idle CPU before each process")
+    p.add_argument("--quiet-threshold", type=float, default=0.15)
+    p.add_argument("--quiet-timeout", type=float, default=300.0)
+    p.add_argument("--timeout", type=float, default=1800.0, help="per process")
+    p.add_argument("--out", default=None, help="append every JSON line to this file")
+    p.add_argument("--markdown", default=None, help="write the table to this file")
+    p.add_argument("--ours-only", action="store_true", help="skip the authors' code (no MMVAE_AUTHORS_SRC needed)")
+    p.add_argument("--data", default="synthetic", choices=["synthetic", "mnist-svhn"], help="see bench.bench")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--state", default=None, help="weights for both implementations (see bench.pretrain)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="environment for the benchmark processes, e.g. OMP_WAIT_POLICY=PASSIVE")
+    args = p.parse_args(argv)
+    impls = ["mmvae_lite"] if args.ours_only else ["authors", "mmvae_lite"]
+    if not args.ours_only and not os.environ.get("MMVAE_AUTHORS_SRC"):
+        raise SystemExit("set MMVAE_AUTHORS_SRC to the src/ directory of a checkout of iffsid/mmvae (or --ours-only)")
+    cases = {c: CASES[c] for c in args.cases.split(",")}
+    if args.eval:
+        cases["eval"] = EVAL_CASE
+    labels = {c: v[0] for c, v in cases.items()}
+    common = ["--threads", str(args.threads), "--data", args.data]
+    common += ["--data-root", args.data_root] if args.data_root else []
+    common += ["--state", args.state] if args.state else []
+    for kv in args.env:
+        name, _, value = kv.partition("=")
+        os.environ[name] = value
+    results: dict[str, dict[str, list]] = {c: {i: [] for i in ("mmvae_lite", "authors")} for c in cases}
+    meta: dict[str, Any] = {}
+    for rep in range(args.reps):
+        for case, (label, extra) in cases.items():
+            order = impls if rep % 2 == 0 else impls[::-1]
+            for impl in order:
+                busy = wait_quiet(args.quiet_threshold, args.quiet_timeout) if args.quiet else None
+                r = run_one(impl, extra, common, args.timeout)
+                r["cpu_busy_before"] = busy
+                results[case][impl].append(r)
+                meta.update(device=r["device"], torch=r["torch"], threads=r["threads"])
+                print(f"[rep {rep + 1}/{args.reps}] {label:30s} {impl:10s} {r['samples_per_s']:9.2f} samples/s  "
+                      f"step {r['step_s_median']:.3f} s  peak {r['peak_rss_mb']:.0f} MB  "
+                      f"cpu util {r.get('cpu_utilisation', float('nan')):.2f}", file=sys.stderr, flush=True)
+                if args.out:
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(r) + "\n")
+    meta.update(reps=args.reps, when=time.strftime("%Y-%m-%d %H:%M") + f"; data {args.data}"
+                + (f", weights {Path(args.state).name}" if args.state else ", fresh weights (seed 1)")
+                + (f"; env {' '.join(args.env)}" if args.env else ""))
+    if args.ours_only:
+        for c in results:
+            results[c]["authors"] = []
+    table = markdown(results, labels, meta)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    return table
+
+
+if __name__ == "__main__":
+    main()
