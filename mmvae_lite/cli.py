@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,11 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs", help="folder for checkpoints and histories (default: runs/)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip the evaluation after training (default: the paper's tables, written to "
+                        "<run folder>/metrics.json)")
+    p.add_argument("--results", metavar="DIR",
+                   help="also copy metrics.json and the sample figure to DIR/<run name>/ (e.g. results/)")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -82,9 +88,81 @@ def run_train(args: argparse.Namespace) -> int:
           f"[{cfg.gradient}], K={cfg.K}, batch {cfg.batch_size}, {cfg.epochs} epochs, device {trainer.device}")
     t0 = time.perf_counter()
     history = trainer.fit(train, cfg.epochs, test)
+    train_s = time.perf_counter() - t0
     (run_dir / "history.json").write_text(json.dumps(history.to_dicts(), indent=2))
-    print(f"done in {time.perf_counter() - t0:.1f} s; checkpoint {run_dir / 'checkpoint.pt'}")
+    print(f"trained in {train_s:.1f} s; checkpoint {run_dir / 'checkpoint.pt'}")
+    if args.no_eval:
+        return 0
+    t1 = time.perf_counter()
+    metrics, figure = evaluate_run(model, cfg, train, test, progress=not args.no_progress, root=args.data_root)
+    eval_s = time.perf_counter() - t1
+    record = run_record(cfg, trainer, history, train, test, metrics, train_s=train_s, eval_s=eval_s,
+                        argv=getattr(args, "argv", None))
+    (run_dir / "metrics.json").write_text(json.dumps(record, indent=2, default=str))
+    if figure is not None:
+        figure.savefig(run_dir / "samples.png", bbox_inches="tight")
+    for table, values in metrics.items():
+        print(f"{table}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in values.items()))
+    print(f"evaluated in {eval_s:.1f} s; metrics in {run_dir / 'metrics.json'}")
+    if args.results:
+        dest = Path(args.results) / run_dir.name
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(run_dir / "metrics.json", dest / "metrics.json")
+        if figure is not None:
+            shutil.copy2(run_dir / "samples.png", dest / "samples.png")
+        print(f"results copied to {dest}")
     return 0
+
+
+def _flat(df) -> dict:
+    """A one-row DataFrame (or a per-row one) as a plain dict of floats."""
+    if len(df) == 1:
+        return {str(k): (float(v) if v is not None else None) for k, v in df.iloc[0].to_dict().items()}
+    return {f"{i}/{k}": (float(v) if v == v and v is not None else None)
+            for i, row in df.to_dict(orient="index").items() for k, v in row.items()}
+
+
+def evaluate_run(model, cfg: Config, train, test, *, progress: bool = True, root=None):
+    """The paper's tables for a trained model (quick sizes for the quick preset) and a sample figure."""
+    from . import evaluation, plotting
+    quick = cfg.preset != "paper"
+    if cfg.experiment == "mnist-svhn":
+        out = evaluation.evaluate_mnist_svhn(model, test, train, quick=quick, root=root, progress=progress)
+        metrics = {name: _flat(out[name]) for name in ("classifiers", "coherence", "latent_accuracy", "likelihoods")
+                   if name in out}
+        batch = next(iter(evaluation.iterate_examples(test, 8, names=model.names)))[0]
+        return metrics, plotting.plot_cross_generation(model, batch)
+    if cfg.experiment.startswith("cub"):
+        out = evaluation.evaluate_cub(model, test, train, quick=quick, progress=progress)
+        return {"cca": _flat(out["cca"])}, None
+    from .objectives import get_objective
+    from .training import Trainer
+    bound = Trainer(model, get_objective("iwae"), K=cfg.eval_K, progress=False, verbose=False).evaluate(test)
+    return {"likelihoods": {f"iwae_{cfg.eval_K}": float(bound)}}, None
+
+
+def run_record(cfg: Config, trainer, history, train, test, metrics: dict, *, train_s: float, eval_s: float,
+               argv=None) -> dict:
+    """What ``results/<run>/metrics.json`` holds: command, config, device, data, commit, times, metrics."""
+    import platform
+    import subprocess
+
+    import torch
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    dev = trainer.device
+    device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{dev.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    source = getattr(train, "source", None)
+    data = ({k: str(getattr(v, "kind", v)) for k, v in source.items()} if isinstance(source, dict) else str(source))
+    return {"command": "python -m mmvae_lite " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "config": cfg.to_dict(), "device": device, "torch": torch.__version__, "data": data,
+            "train_pairs": len(train), "test_pairs": len(test), "git_commit": commit,
+            "seconds": {"train": round(train_s, 1), "evaluate": round(eval_s, 1)},
+            "history": history.to_dicts(), "metrics": metrics}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -93,6 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.command == "train":
         return run_train(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover

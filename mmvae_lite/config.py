@@ -74,6 +74,28 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self) -> "Config":
+        """Raise a ValueError naming the field when a value cannot work; returns ``self``."""
+        from .objectives import OBJECTIVES
+        for name in ("latent_dim", "K", "batch_size", "epochs", "eval_K", "pairing_multiplier"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("train_subset", "test_subset"):
+            v = getattr(self, name)
+            if v is not None and int(v) < 1:
+                raise ValueError(f"{name} must be >= 1 or None (all), got {v}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.experiment not in EXPERIMENTS:
+            raise ValueError(f"unknown experiment {self.experiment!r}; choose one of {list(EXPERIMENTS)}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {list(MODELS)}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of {sorted(OBJECTIVES)}")
+        if self.gradient not in ("dreg", "stl"):
+            raise ValueError(f"gradient must be 'dreg' or 'stl', got {self.gradient!r}")
+        return self
+
     @property
     def family(self) -> str:
         if self.model == "mvae" or self.experiment == "cub-features":
@@ -107,7 +129,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "mnist-svhn": {
         "paper": _PAPER_MS,
-        "quick": dict(_PAPER_MS, K=4, epochs=3, train_subset=8000, test_subset=2000, eval_K=10),
+        # quick: ~1 min of CPU training (2 cores). Measured alternatives at the same budget (real MNIST,
+        # stand-in SVHN): K=4/batch 128/8000 pairs x 3 (73 s) reconstructs MNIST worse (15.5% vs 70%
+        # of reconstructions classified right); small batches with lr 2e-3 learn fastest per second.
+        # Cross coherence stays near chance at any budget of minutes: that needs the paper preset.
+        "quick": dict(_PAPER_MS, K=1, batch_size=32, lr=2e-3, epochs=2, train_subset=20000, test_subset=2000,
+                      eval_K=10),
     },
     "cub-features": {
         "paper": _PAPER_CUB,
@@ -133,7 +160,7 @@ def get_config(experiment: str = "mnist-svhn", preset: str = "quick", **override
         overrides["objective"] = "mvae_elbo"
     if overrides.get("model") == "mvae" and "K" not in overrides:
         overrides["K"] = 1
-    return cfg.replace(**overrides)
+    return cfg.replace(**overrides).validate()
 
 
 # -------------------------------------------------------------------------------------------

@@ -27,6 +27,10 @@ from .networks import Decoder, Encoder
 Batch = Mapping[str, torch.Tensor]
 
 
+RESERVED_NAMES = ("label", "labels")
+"""Batch keys that hold labels, never a modality (the data and evaluation modules rely on it)."""
+
+
 class Modality(nn.Module):
     """One modality: an encoder, a decoder, a likelihood and a likelihood scaling.
 
@@ -40,6 +44,9 @@ class Modality(nn.Module):
         super().__init__()
         if not name.isidentifier():
             raise ValueError(f"modality name must be an identifier, got {name!r}")
+        if name in RESERVED_NAMES:
+            raise ValueError(f"modality name {name!r} is reserved: batches carry digit/class labels under "
+                             f"{RESERVED_NAMES}; choose another name")
         self.name, self.encoder, self.decoder, self.likelihood = name, encoder, decoder, likelihood
         self.family, self.scale_param = family, scale_param
         shape = event_shape if event_shape is not None else getattr(encoder, "event_shape", None)
@@ -76,7 +83,9 @@ class Modality(nn.Module):
         if tuple(x.shape[1:]) != self.event_shape or x.dim() != len(self.event_shape) + 1:
             raise ValueError(f"modality {self.name!r}: expected shape (B, {', '.join(map(str, self.event_shape))}),"
                              f" got {tuple(x.shape)}")
-        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        # performance: one reduction; a finite sum proves every element finite (NaN/inf propagate),
+        # and only a non-finite sum (bad data, or overflow of huge values) pays for the exact check
+        if x.is_floating_point() and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
             raise ValueError(f"modality {self.name!r}: input contains NaN or infinite values")
 
 

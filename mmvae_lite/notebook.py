@@ -26,6 +26,18 @@ def preset_from_env() -> str:
     return preset
 
 
+def _inline_figures() -> None:
+    """In an IPython kernel, show figures inline (``%matplotlib inline``): the book's build kernels
+    and Colab then render every returned Figure as an image rather than as ``<Figure ...>`` text."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is not a dependency of the package
+        return
+    ip = get_ipython()
+    if ip is not None and getattr(ip, "kernel", None) is not None:
+        ip.run_line_magic("matplotlib", "inline")
+
+
 @dataclass(frozen=True)
 class Session:
     preset: str
@@ -50,6 +62,7 @@ def setup(seed: int = 0, threads: "int | None" = None) -> Session:
                              "axes.spines.right": False, "image.interpolation": "nearest"})
     except ImportError:  # pragma: no cover
         pass
+    _inline_figures()
     try:
         from .data import data_root
         root = str(data_root())

@@ -169,9 +169,7 @@ def plot_traversals(traversals: Mapping[str, Mapping[str, torch.Tensor]], source
     x = x[example]
     if dims is not None:
         x = x[list(dims)]
-    fig = show_images(x, nrow=x.shape[1], ax=ax)
-    fig.axes[0].set_title(title or f"traversals: q(z|{source}) decoded as {target}")
-    return fig
+    return show_images(x, nrow=x.shape[1], ax=ax, title=title or f"traversals: q(z|{source}) decoded as {target}")
 
 
 def plot_embedding(df: pd.DataFrame, ax: Optional[Axes] = None, s: float = 4.0, alpha: float = 0.35,

@@ -56,3 +56,91 @@ def test_chunked_iwae_matches_one_shot():
         lw, _ = moe_log_weights(model, batch, 6)
     torch.testing.assert_close(one, log_mean_exp(lw, (0, 1)))
     assert one.shape == (3,)
+
+
+# ---------------------------------------------------------------------------------------------
+# The CPU fast paths of bench/patches/cpu_fast_paths.patch: same math as the plain code (checked
+# in float64, where only summation order could differ). Skipped where the patch is not applied.
+# ---------------------------------------------------------------------------------------------
+def _fast_paths():
+    from mmvae_lite import distributions, networks
+    if not hasattr(networks, "FAST_PATHS"):
+        pytest.skip("CPU fast-path patch not applied")
+    return networks, distributions
+
+
+@pytest.fixture
+def fast_flags():
+    networks, distributions = _fast_paths()
+    saved = networks.FAST_PATHS, distributions.FUSED_LIKELIHOOD, networks.SPARSE_BACKWARD_BELOW
+    yield networks, distributions
+    networks.FAST_PATHS, distributions.FUSED_LIKELIHOOD, networks.SPARSE_BACKWARD_BELOW = saved
+
+
+def _run(module, inp, flags, fast):
+    import torch
+    networks, distributions = flags
+    networks.FAST_PATHS = distributions.FUSED_LIKELIHOOD = fast
+    module.zero_grad(set_to_none=True)
+    inp = inp.detach().requires_grad_(inp.is_floating_point())
+    out = module(inp)
+    out = out if isinstance(out, torch.Tensor) else torch.cat([o.flatten(1) for o in out], 1)
+    weight = torch.linspace(-1, 1, out[0].numel(), dtype=out.dtype).view(out.shape[1:])
+    (out * weight).sum().backward()
+    return out.detach(), inp.grad, [p.grad for p in module.parameters()]
+
+
+@pytest.mark.parametrize("name", ["SVHNDecoder", "Image64Decoder", "SVHNEncoder", "Image64Encoder"])
+def test_fast_networks_match_plain(fast_flags, name):
+    import torch
+    from mmvae_lite import networks
+    torch.manual_seed(0)
+    net = getattr(networks, name)(6).double()
+    inp = torch.randn(3, 6, dtype=torch.double) if "Decoder" in name else \
+        torch.rand(3, *net.event_shape, dtype=torch.double)
+    a, b = _run(net, inp, fast_flags, True), _run(net, inp, fast_flags, False)
+    torch.testing.assert_close(a[0], b[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(a[1], b[1], rtol=1e-10, atol=1e-12)
+    for ga, gb in zip(a[2], b[2]):
+        torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_laplace_likelihood_matches_plain(fast_flags):
+    import torch
+    from mmvae_lite.distributions import LaplaceLikelihood
+    _, distributions = fast_flags
+    params = torch.rand(4, 2, 3, 5, 5, dtype=torch.double, requires_grad=True)
+    x = torch.rand(2, 3, 5, 5, dtype=torch.double, requires_grad=True)
+    res = []
+    for fused in (True, False):
+        distributions.FUSED_LIKELIHOOD = fused
+        params.grad = x.grad = None
+        lp = LaplaceLikelihood(0.75).log_prob(params, x)
+        (lp * torch.arange(8, dtype=lp.dtype).view(4, 2)).sum().backward()
+        res.append((lp.detach(), params.grad.clone(), x.grad.clone()))
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_row_sparse_backward_is_exact(fast_flags):
+    """Rows whose output gradient is exactly zero are skipped; every gradient is unchanged."""
+    import torch
+    from mmvae_lite.networks import SVHNDecoder
+    networks, _ = fast_flags
+    torch.manual_seed(0)
+    dec = SVHNDecoder(5).double()
+    z = torch.randn(2, 4, 5, dtype=torch.double)
+    mask = torch.tensor([[1.0, 0, 0, 1], [0, 0, 1, 0]], dtype=torch.double)[..., None, None, None]
+    grads = []
+    for below in (0.0, 0.6, 0.6):     # dense (observes 3 of 8 nonzero rows), then twice the sparse recompute
+        networks.SPARSE_BACKWARD_BELOW = below
+        dec.zero_grad(set_to_none=True)
+        zz = z.clone().requires_grad_()
+        (dec(zz) * mask).sum().backward()
+        grads.append((zz.grad, [p.grad for p in dec.parameters()]))
+    assert dec._grad_rows.fraction == pytest.approx(3 / 8)
+    for zg, pg in grads[1:]:
+        torch.testing.assert_close(zg, grads[0][0], rtol=1e-12, atol=1e-14)
+        assert (zg[mask.view(2, 4) == 0] == 0).all()
+        for a, b in zip(pg, grads[0][1]):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -190,3 +190,11 @@ def test_config_errors_and_overrides():
     paper = get_config("mnist-svhn", "paper")
     assert (paper.latent_dim, paper.K, paper.batch_size, paper.epochs, paper.objective, paper.lr, paper.amsgrad) == \
         (20, 30, 128, 30, "m_dreg_stratified", 1e-3, True)
+
+
+def test_reserved_modality_names_are_rejected():
+    import pytest
+    from mmvae_lite.config import make_modality
+    for bad in ("label", "labels"):
+        with pytest.raises(ValueError, match="reserved"):
+            make_modality("mnist", 4, name=bad)

@@ -1,0 +1,42 @@
+"""The command line: a tiny real run writes its history and metrics; bad input exits 2 with a message."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mmvae_lite.cli import main
+from test_data import SHARED, needs_real_mnist
+
+
+@needs_real_mnist
+def test_train_writes_history_metrics_and_results(tmp_path, capsys):
+    argv = ["train", "mnist", "--preset", "quick", "--epochs", "1", "--train-subset", "256", "--test-subset", "64",
+            "--data-root", str(SHARED), "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+            "--no-progress"]
+    assert main(argv) == 0
+    run = tmp_path / "runs" / "mnist-vae-quick"
+    history = json.loads((run / "history.json").read_text())
+    assert len(history) == 1 and history[0]["train"] < 0
+    record = json.loads((tmp_path / "results" / "mnist-vae-quick" / "metrics.json").read_text())
+    assert record["command"] == "python -m mmvae_lite " + " ".join(argv)
+    assert record["config"]["train_subset"] == 256 and record["train_pairs"] == 256
+    assert record["data"] == "real" or "real" in json.dumps(record["data"])
+    assert set(record["seconds"]) == {"train", "evaluate"}
+    (bound,) = record["metrics"]["likelihoods"].values()
+    assert bound < 0
+    assert "metrics in" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "mnist", "--preset", "huge"], "unknown preset 'huge'"),
+    (["train", "mnist-svhn", "--model", "vae"], "needs a single-modality experiment"),
+    (["train", "mnist", "--K", "0", "--no-eval"], "K must be >= 1"),
+])
+def test_bad_arguments_exit_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        code = main(argv)
+        raise SystemExit(code)
+    assert e.value.code not in (0, None)
+    err = capsys.readouterr()
+    assert message in err.err + err.out + str(e.value.code)
