@@ -115,12 +115,22 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plain(v):
+    """A JSON-friendly scalar: numbers as float (NaN as None), anything else unchanged."""
+    if v is None or isinstance(v, str):
+        return v
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return None if f != f else f
+
+
 def _flat(df) -> dict:
-    """A one-row DataFrame (or a per-row one) as a plain dict of floats."""
+    """A one-row DataFrame as ``{column: value}``; a table as ``{"row/column": value}``."""
     if len(df) == 1:
-        return {str(k): (float(v) if v is not None else None) for k, v in df.iloc[0].to_dict().items()}
-    return {f"{i}/{k}": (float(v) if v == v and v is not None else None)
-            for i, row in df.to_dict(orient="index").items() for k, v in row.items()}
+        return {str(k): _plain(v) for k, v in df.iloc[0].to_dict().items()}
+    return {f"{i}/{k}": _plain(v) for i, row in df.to_dict(orient="index").items() for k, v in row.items()}
 
 
 def evaluate_run(model, cfg: Config, train, test, *, progress: bool = True, root=None):

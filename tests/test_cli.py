@@ -40,3 +40,19 @@ def test_bad_arguments_exit_with_a_message(argv, message, capsys):
     assert e.value.code not in (0, None)
     err = capsys.readouterr()
     assert message in err.err + err.out + str(e.value.code)
+
+
+def test_tables_flatten_to_json_values():
+    import math
+
+    import pandas as pd
+
+    from mmvae_lite.cli import _flat
+    one = pd.DataFrame([{"joint": 0.25, "mnist->svhn": float("nan")}], index=["model"])
+    assert _flat(one) == {"joint": 0.25, "mnist->svhn": None}
+    clfs = pd.DataFrame({"source": ["real", "standin"], "test_accuracy": [0.987, None]}, index=["mnist", "svhn"])
+    flat = _flat(clfs)
+    assert flat == {"mnist/source": "real", "mnist/test_accuracy": 0.987, "svhn/source": "standin",
+                    "svhn/test_accuracy": None}
+    json.dumps(flat)
+    assert not any(isinstance(v, float) and math.isnan(v) for v in flat.values())
