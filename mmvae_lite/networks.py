@@ -232,6 +232,23 @@ def upconv_stack(net: nn.Sequential, z: torch.Tensor) -> torch.Tensor:
     return h.contiguous()
 
 
+class ConvEncoder(Encoder):
+    """A CNN encoder: subclasses set ``body`` (conv stack), ``heads`` (conv to 2L channels at 1x1)
+    and ``latent_dim``."""
+
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heads(self.body(_channels_last(x))).view(-1, 2, self.latent_dim)
+
+
+class UpconvDecoder(Decoder):
+    """A transposed-convolution decoder: subclasses set ``net`` (applied to the latent as a 1x1 image)."""
+
+    row_sparse_backward = True   # rows independent: see Decoder
+
+    def _body(self, z: torch.Tensor) -> torch.Tensor:
+        return upconv_stack(self.net, z)   # = self.net(z[:, :, None, None]), faster on CPU
+
+
 # --------------------------------------------------------------------------------------------
 # MNIST: Table 6(a), an MLP with 400 hidden units.
 # --------------------------------------------------------------------------------------------
@@ -268,7 +285,7 @@ class MNISTDecoder(Decoder):
 # --------------------------------------------------------------------------------------------
 # SVHN: Table 6(b), a 4-layer CNN with 32-64-128 channels and 4x4 convolutional heads.
 # --------------------------------------------------------------------------------------------
-class SVHNEncoder(Encoder):
+class SVHNEncoder(ConvEncoder):
     """3x32x32 -> conv 32, 64, 128 (4x4, stride 2) -> two 4x4 conv heads of L channels."""
 
     event_shape = (3, 32, 32)
@@ -283,14 +300,9 @@ class SVHNEncoder(Encoder):
         self.heads = nn.Conv2d(base * 4, 2 * latent_dim, 4, 1, 0)           # 1x1
         self.latent_dim = latent_dim
 
-    def _body(self, x: torch.Tensor) -> torch.Tensor:
-        return self.heads(self.body(_channels_last(x))).view(-1, 2, self.latent_dim)
 
-
-class SVHNDecoder(Decoder):
+class SVHNDecoder(UpconvDecoder):
     """L -> upconv 128 (4x4) -> 64 -> 32 -> 3 channels (stride 2) -> Sigmoid: 3x32x32."""
-
-    row_sparse_backward = True   # rows independent: see Decoder
 
     def __init__(self, latent_dim: int, base: int = 32) -> None:
         super().__init__()
@@ -300,9 +312,6 @@ class SVHNDecoder(Decoder):
             nn.ConvTranspose2d(base * 2, base, 4, 2, 1), nn.ReLU(inplace=True),        # 16x16
             nn.ConvTranspose2d(base, 3, 4, 2, 1), nn.Sigmoid(),                        # 32x32
         )
-
-    def _body(self, z: torch.Tensor) -> torch.Tensor:
-        return upconv_stack(self.net, z)   # = self.net(z[:, :, None, None]), faster on CPU
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,7 +417,7 @@ class SentenceDecoder(Decoder):
 # --------------------------------------------------------------------------------------------
 # 64x64 RGB images (CUB raw images or their stand-in): a DCGAN-style CNN.
 # --------------------------------------------------------------------------------------------
-class Image64Encoder(Encoder):
+class Image64Encoder(ConvEncoder):
     """3x64x64 -> conv base, 2b, 4b, 8b (4x4, stride 2) -> two 4x4 conv heads."""
 
     event_shape = (3, 64, 64)
@@ -424,14 +433,9 @@ class Image64Encoder(Encoder):
         self.heads = nn.Conv2d(c_in, 2 * latent_dim, 4, 1, 0)
         self.latent_dim = latent_dim
 
-    def _body(self, x: torch.Tensor) -> torch.Tensor:
-        return self.heads(self.body(_channels_last(x))).view(-1, 2, self.latent_dim)
 
-
-class Image64Decoder(Decoder):
+class Image64Decoder(UpconvDecoder):
     """L -> upconv 8b (4x4) -> 4b -> 2b -> b -> 3 (stride 2) -> Sigmoid: 3x64x64."""
-
-    row_sparse_backward = True   # rows independent: see Decoder
 
     def __init__(self, latent_dim: int, base: int = 32) -> None:
         super().__init__()
@@ -441,9 +445,6 @@ class Image64Decoder(Decoder):
             layers += [nn.ConvTranspose2d(a, b, 4, 2, 1), nn.ReLU(inplace=True)]
         layers += [nn.ConvTranspose2d(chans[-1], 3, 4, 2, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
-
-    def _body(self, z: torch.Tensor) -> torch.Tensor:
-        return upconv_stack(self.net, z)   # = self.net(z[:, :, None, None]), faster on CPU
 
 
 def count_parameters(module: nn.Module) -> int:
