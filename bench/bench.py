@@ -117,6 +117,68 @@ def authors_state_from_ours(ours: dict[str, torch.Tensor], template: dict[str, t
     return out
 
 
+def count_gflop(fn: Callable[[], Any]) -> float:
+    """GFLOP of one call of ``fn`` (forward and backward matmuls/convolutions, with torch's FLOP formulas).
+
+    Counted on the work actually done, so the row-sparse backward's skipped rows are not counted.
+    A bare dispatch mode over ``torch.utils.flop_counter.flop_registry``: ``FlopCounterMode`` itself
+    also tracks modules with backward hooks, which ``autograd.grad`` inside a custom backward rejects.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class _Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with _Count() as counter:
+        fn()
+    return counter.total / 1e9
+
+
+def peak_gflops(threads: Optional[int] = None, repeats: int = 10) -> dict[str, float]:
+    """The attainable GFLOP/s of this machine for this workload's kind of arithmetic (the roofline's flat part).
+
+    Times float32 oneDNN convolutions shaped like the paper networks' busiest layers, at a batch large
+    enough to fill the cores, and a square GEMM; returns each rate and their maximum (``peak``).
+    """
+    import torch.nn.functional as F
+    if threads:
+        torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    cases = {
+        # SVHN encoder conv 2 (32 -> 64, k4 s2 p1, 16x16 -> 8x8), channels-last, batch 256
+        "conv_32_64_k4s2": (lambda x, w: F.conv2d(x, w, stride=2, padding=1),
+                            torch.randn(256, 32, 16, 16, generator=g).contiguous(memory_format=torch.channels_last),
+                            torch.randn(64, 32, 4, 4, generator=g), 2 * 256 * 8 * 8 * 64 * 32 * 16),
+        # SVHN decoder upconv 2 (64 -> 32, k4 s2 p1, 8x8 -> 16x16), channels-last, batch 256
+        "upconv_64_32_k4s2": (lambda x, w: F.conv_transpose2d(x, w, stride=2, padding=1),
+                              torch.randn(256, 64, 8, 8, generator=g).contiguous(memory_format=torch.channels_last),
+                              torch.randn(64, 32, 4, 4, generator=g), 2 * 256 * 8 * 8 * 64 * 32 * 16),
+        "gemm_2048": (torch.mm, torch.randn(2048, 2048, generator=g), torch.randn(2048, 2048, generator=g), 2 * 2048 ** 3),
+    }
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for name, (fn, a, b, flops) in cases.items():
+            for _ in range(3):
+                fn(a, b)
+            ts = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn(a, b)
+                ts.append(time.perf_counter() - t0)
+            out[name] = flops / min(ts) / 1e9
+    out["peak"] = max(out.values())
+    return out
+
+
 def time_calls(fn: Callable[[], Any], steps: int, warmup: int) -> tuple[list[float], float, Any]:
     """Run ``fn`` warmup + steps times; per-call wall times of the timed calls and CPU utilisation.
 
@@ -184,7 +246,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         tr.train_step(batch)
         info["compile_s"] = time.perf_counter() - t0
     times, util, value = time_calls(lambda: tr.train_step(batch), args.steps, args.warmup)
-    info.update(times=times, cpu_utilisation=util, objective_value=float(value))
+    info.update(times=times, cpu_utilisation=util, objective_value=float(value), flop_fn=lambda: tr.train_step(batch))
     return info
 
 
@@ -222,7 +284,7 @@ def run_ours_eval(args: argparse.Namespace) -> dict[str, Any]:
         return torch.cat(vals).mean().item()
 
     times, util, value = time_calls(run, args.steps, args.warmup)
-    info.update(times=times, cpu_utilisation=util, objective_value=value)
+    info.update(times=times, cpu_utilisation=util, objective_value=value, flop_fn=run)
     return info
 
 
@@ -307,7 +369,7 @@ def run_authors(args: argparse.Namespace) -> dict[str, Any]:
         return loss.item() / args.batch   # they sum over the batch; report the per-example value
 
     times, util, value = time_calls(step, args.steps, args.warmup)
-    info.update(times=times, cpu_utilisation=util, objective_value=-value)
+    info.update(times=times, cpu_utilisation=util, objective_value=-value, flop_fn=step)
     return info
 
 
@@ -340,7 +402,7 @@ def run_authors_eval(args: argparse.Namespace) -> dict[str, Any]:
         return total / args.eval_pairs
 
     times, util, value = time_calls(run, args.steps, args.warmup)
-    info.update(times=times, cpu_utilisation=util, objective_value=value)
+    info.update(times=times, cpu_utilisation=util, objective_value=value, flop_fn=run)
     return info
 
 
@@ -371,6 +433,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--eval-batch", type=int, default=None,
                    help="pairs per forward (default: 32 ours; 12000 // K for the authors, as their script)")
     p.add_argument("--eval-chunk", type=int, default=50, help="samples per modality per decoder call (ours)")
+    p.add_argument("--flops", action="store_true",
+                   help="after timing, count the GFLOP of one more step (torch FlopCounterMode) and report GFLOP/s")
+    p.add_argument("--peak", action="store_true",
+                   help="only measure this machine's attainable GFLOP/s (convolutions like the networks', a GEMM)")
     p.add_argument("--out", default=None, help="also append the JSON line to this file")
     args = p.parse_args(argv)
     experiment, preset = CONFIGS[args.config]
@@ -390,13 +456,23 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if args.peak:
+        res = {"mode": "peak", "gflops": peak_gflops(), "threads": torch.get_num_threads(),
+               "device": f"cpu ({cpu_name()})", "torch": torch.__version__}
+        print(json.dumps(res), flush=True)
+        return res
     t0 = time.perf_counter()
     if args.eval:
         info = (run_authors_eval if args.impl == "authors" else run_ours_eval)(args)
     else:
         info = (run_authors if args.impl == "authors" else run_ours)(args)
     times = info.pop("times")
+    flop_fn = info.pop("flop_fn", None)
     med = statistics.median(times)
+    peak_mb = peak_rss_mb()   # before the (untimed) FLOP-counting step, which may use more memory
+    if args.flops and flop_fn is not None:
+        gflop = count_gflop(flop_fn)
+        info.update(gflop_per_step=round(gflop, 3), gflops_achieved=round(gflop / med, 1))
     res: dict[str, Any] = {
         "implementation": args.impl, "mode": "eval" if args.eval else "train", "config": args.config,
         "objective": ("iwae_mixture" if args.eval else args.objective),
@@ -414,7 +490,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         cmed = statistics.median(cpu_times)
         res.update(cpu_s_median=cmed, samples_per_cpu_s=(args.eval_pairs if args.eval else args.batch) / cmed)
     res.update(step_s=[round(t, 4) for t in times], cpu_s=[round(t, 4) for t in cpu_times],
-               peak_rss_mb=round(peak_rss_mb(), 1),
+               peak_rss_mb=round(peak_mb, 1),
                rss_before_mb=round(info.pop("rss_before_mb"), 1), threads=torch.get_num_threads(),
                device=f"cpu ({cpu_name()})", torch=torch.__version__, python=platform.python_version(),
                plain=bool(args.plain), compile=args.compile, data=args.data, state=args.state, steps=args.steps, warmup=args.warmup,

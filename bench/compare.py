@@ -78,15 +78,22 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "step_rss_mb": max(r["peak_rss_mb"] - r["rss_before_mb"] for r in rows),
         "cpu_util": min(r.get("cpu_utilisation", float("nan")) for r in rows),
         "s_per_1000_pairs": statistics.median(r["s_per_1000_pairs"] for r in rows) if "s_per_1000_pairs" in rows[0] else None,
+        "gflop": statistics.median(r["gflop_per_step"] for r in rows) if "gflop_per_step" in rows[0] else None,
+        "gflops": statistics.median(r["gflops_achieved"] for r in rows) if "gflops_achieved" in rows[0] else None,
     }
+
+
+def _num(x: Optional[float], fmt: str) -> str:
+    return "" if x is None else format(x, fmt)
 
 
 def markdown(results: dict[str, dict[str, list[dict[str, Any]]]], labels: dict[str, str], meta: dict[str, Any]) -> str:
     out = [f"Device: {meta['device']}; torch {meta['torch']}; {meta['threads']} threads; {meta['reps']} repetitions "
            f"(medians; RSS: max); {meta['when']}.", "",
            "| case | impl | samples/s | median step (s) | CPU s / step | peak RSS (MB) | step RSS (MB) | min CPU util "
-           "| speed ratio, wall (ours/authors) | speed ratio, CPU time |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| GFLOP / step | GFLOP/s | speed ratio, wall (ours/authors) | speed ratio, CPU time |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ceilings = []
     for case, by_impl in results.items():
         pairs = list(zip(by_impl["mmvae_lite"], by_impl["authors"]))
         ratios = [o["samples_per_s"] / a["samples_per_s"] for o, a in pairs]
@@ -102,7 +109,20 @@ def markdown(results: dict[str, dict[str, list[dict[str, Any]]]], labels: dict[s
                  f"**{cratio:.2f}x** ({', '.join(f'{x:.2f}' for x in cratios)})"
                  if impl == "mmvae_lite" and ratios else " | ")
             out.append(f"| {labels[case]} | {impl} | {s['samples_per_s']:.1f}{extra} | {s['step_s']:.3f} | "
-                       f"{s['cpu_s']:.3f} | {s['peak_rss_mb']:.0f} | {s['step_rss_mb']:.0f} | {s['cpu_util']:.2f} | {r} |")
+                       f"{s['cpu_s']:.3f} | {s['peak_rss_mb']:.0f} | {s['step_rss_mb']:.0f} | {s['cpu_util']:.2f} | "
+                       f"{_num(s['gflop'], '.2f')} | {_num(s['gflops'], '.0f')} | {r} |")
+        peak = meta.get("peak_gflops")
+        if peak and by_impl["mmvae_lite"] and by_impl["authors"]:
+            o, a = summarise(by_impl["mmvae_lite"]), summarise(by_impl["authors"])
+            if o["gflop"]:
+                floor = o["gflop"] / peak
+                ceilings.append(f"* {labels[case]}: ours {o['gflop']:.2f} GFLOP / step, at the machine's {peak:.0f} GFLOP/s "
+                                f"at least {floor * 1e3:.0f} ms; the authors' step takes {a['step_s'] * 1e3:.0f} ms, so no "
+                                f"implementation of the same arithmetic can exceed **{a['step_s'] / floor:.2f}x** here "
+                                f"(ours now runs at {o['gflops']:.0f} GFLOP/s, {o['gflops'] / peak:.0%} of peak).")
+    if ceilings:
+        out += ["", f"Roofline (attainable float32 peak {meta['peak_gflops']:.0f} GFLOP/s, `python -m bench.bench --peak`: "
+                    f"{meta.get('peak_detail', '')}):", *ceilings]
     return "\n".join(out)
 
 
@@ -132,7 +152,7 @@ def main(argv: Optional[list[str]] = None) -> str:
     if args.eval:
         cases["eval"] = EVAL_CASE
     labels = {c: v[0] for c, v in cases.items()}
-    common = ["--threads", str(args.threads), "--data", args.data]
+    common = ["--threads", str(args.threads), "--data", args.data, "--flops"]
     common += ["--data-root", args.data_root] if args.data_root else []
     common += ["--state", args.state] if args.state else []
     for kv in args.env:
@@ -140,6 +160,12 @@ def main(argv: Optional[list[str]] = None) -> str:
         os.environ[name] = value
     results: dict[str, dict[str, list]] = {c: {i: [] for i in ("mmvae_lite", "authors")} for c in cases}
     meta: dict[str, Any] = {}
+    if args.quiet:
+        wait_quiet(args.quiet_threshold, args.quiet_timeout)
+    peak = run_one("mmvae_lite", ["--peak"], ["--threads", str(args.threads)], args.timeout)["gflops"]
+    meta.update(peak_gflops=peak["peak"],
+                peak_detail=", ".join(f"{k} {v:.0f}" for k, v in peak.items() if k != "peak"))
+    print(f"attainable peak: {meta['peak_detail']} GFLOP/s", file=sys.stderr, flush=True)
     for rep in range(args.reps):
         for case, (label, extra) in cases.items():
             order = impls if rep % 2 == 0 else impls[::-1]

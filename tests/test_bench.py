@@ -144,3 +144,19 @@ def test_row_sparse_backward_is_exact(fast_flags):
         assert (zg[mask.view(2, 4) == 0] == 0).all()
         for a, b in zip(pg, grads[0][1]):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_count_gflop_matches_closed_form():
+    """FLOP counting (used for the roofline): a linear layer's forward + backward is 3 x 2*N*I*O."""
+    import torch
+    lin = torch.nn.Linear(64, 32, bias=False)
+    x = torch.randn(16, 64, requires_grad=True)
+    g = bench.count_gflop(lambda: lin(x).sum().backward())
+    assert g == pytest.approx(3 * 2 * 16 * 64 * 32 / 1e9)
+
+
+def test_flops_field(capsys):
+    bench.main(["--objective", "m_dreg_stratified", "--K", "2", "--batch", "8", "--steps", "1", "--warmup", "0",
+                "--flops"])
+    r = _last_json(capsys)
+    assert r["gflop_per_step"] > 0 and r["gflops_achieved"] > 0

@@ -95,3 +95,25 @@ def test_device_selection():
         assert select_device().type == "cuda"
     else:
         assert select_device().type in ("cpu", "mps")
+
+
+def test_make_adam_is_amsgrad_adam():
+    """The (fused where available) optimiser follows torch's reference AMSGrad Adam step for step."""
+    import torch
+    from mmvae_lite.training import make_adam
+    torch.manual_seed(0)
+    ps = [torch.randn(20, 7, requires_grad=True), torch.randn(7, requires_grad=True)]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    start = [p.detach().clone() for p in ps]
+    ours = make_adam(ps, lr=1e-2)
+    ref = torch.optim.Adam(qs, lr=1e-2, amsgrad=True, foreach=False)
+    assert ours.defaults["amsgrad"] is True
+    for _ in range(10):
+        for p, q in zip(ps, qs):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        ours.step()
+        ref.step()
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert all((p - s).abs().max() > 1e-3 for p, s in zip(ps, start))   # the steps did move the parameters
