@@ -23,6 +23,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gradient", choices=["dreg", "stl"],
                    help="DReG estimator (eq. 8) or the authors' effective STL gradient")
     p.add_argument("--K", type=int, help="importance samples per modality")
+    p.add_argument("--scales", choices=["sum_to_d", "softplus"],
+                   help="posterior scale rule (default: the experiment's; softplus = Wu & Goodman's free MVAE scales)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--latent-dim", type=int)
@@ -47,7 +49,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides = {k: v for k, v in dict(model=args.model, objective=args.objective, gradient=args.gradient, K=args.K,
                                         epochs=args.epochs, batch_size=args.batch_size, latent_dim=args.latent_dim,
-                                        seed=args.seed, device=args.device).items() if v is not None}
+                                        scales=args.scales, seed=args.seed, device=args.device).items() if v is not None}
     for name in ("train_subset", "test_subset"):
         v = getattr(args, name)
         if v is not None:
@@ -62,6 +64,29 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return get_config(args.experiment, args.preset, **overrides)
 
 
+def run_name(cfg: Config) -> str:
+    """``<experiment>-<model>-<preset>``, plus a tag for each modelling choice that differs from the
+    preset (objective, gradient, K, latent size, scale rule), so e.g. the DReG and STL runs of one
+    preset get separate folders: ``mnist-svhn-mmvae-paper-stl``."""
+    name = f"{cfg.experiment}-{cfg.model}-{cfg.preset}"
+    try:
+        base = get_config(cfg.experiment, cfg.preset, model=cfg.model)
+    except (ValueError, TypeError):
+        return name
+    tags = []
+    if cfg.objective != base.objective:
+        tags.append(cfg.objective)
+    if cfg.gradient != base.gradient:
+        tags.append(cfg.gradient)
+    if cfg.K != base.K:
+        tags.append(f"K{cfg.K}")
+    if cfg.latent_dim != base.latent_dim:
+        tags.append(f"L{cfg.latent_dim}")
+    if cfg.scale_param != base.scale_param:
+        tags.append(cfg.scale_param)
+    return "-".join([name, *tags])
+
+
 def run_train(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
@@ -73,7 +98,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     train, test, cfg = experiment_data(cfg, root=args.data_root, standin=args.standin)
     model = build_model(cfg)
-    run_dir = Path(args.out) / f"{cfg.experiment}-{cfg.model}-{cfg.preset}"
+    run_dir = Path(args.out) / run_name(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
     eval_fn = {"m_dreg_stratified": "m_iwae_stratified", "m_dreg_mixture": "m_iwae_mixture", "dreg": "iwae"}

@@ -56,3 +56,13 @@ def test_tables_flatten_to_json_values():
                     "svhn/test_accuracy": None}
     json.dumps(flat)
     assert not any(isinstance(v, float) and math.isnan(v) for v in flat.values())
+
+
+def test_run_names_separate_modelling_choices():
+    from mmvae_lite import get_config
+    from mmvae_lite.cli import run_name
+    assert run_name(get_config("mnist-svhn", "paper")) == "mnist-svhn-mmvae-paper"
+    assert run_name(get_config("mnist-svhn", "paper", gradient="stl")) == "mnist-svhn-mmvae-paper-stl"
+    assert run_name(get_config("mnist-svhn", "paper", model="mvae")) == "mnist-svhn-mvae-paper"
+    assert (run_name(get_config("mnist-svhn", "quick", model="mvae", scales="softplus", K=3))
+            == "mnist-svhn-mvae-quick-K3-softplus")

@@ -192,6 +192,21 @@ def test_config_errors_and_overrides():
         (20, 30, 128, 30, "m_dreg_stratified", 1e-3, True)
 
 
+def test_scale_rule_override():
+    """MVAE keeps the experiment's sum-to-D scales unless ``scales`` asks for Wu & Goodman's free ones."""
+    x = {"mnist": torch.rand(3, 1, 28, 28), "svhn": torch.rand(3, 3, 32, 32)}
+    default = build_model(get_config("mnist-svhn", "quick", model="mvae"))
+    free = build_model(get_config("mnist-svhn", "quick", model="mvae", scales="softplus"))
+    assert get_config("mnist-svhn", "quick", model="mvae").scale_param == "sum_to_d"
+    s_default = default.modalities["mnist"].encode(x["mnist"]).scale
+    s_free = free.modalities["mnist"].encode(x["mnist"]).scale
+    torch.testing.assert_close(s_default.sum(-1), torch.full((3,), 20.0), rtol=1e-5, atol=1e-4)
+    assert not torch.allclose(s_free.sum(-1), torch.full((3,), 20.0), atol=0.5)
+    assert free.prior().scale.shape == (20,)
+    with pytest.raises(ValueError, match="scales must be"):
+        get_config("mnist-svhn", "quick", scales="softmax").validate()
+
+
 def test_reserved_modality_names_are_rejected():
     import pytest
     from mmvae_lite.config import make_modality
