@@ -59,13 +59,11 @@ def test_chunked_iwae_matches_one_shot():
 
 
 # ---------------------------------------------------------------------------------------------
-# The CPU fast paths of bench/patches/cpu_fast_paths.patch: same math as the plain code (checked
-# in float64, where only summation order could differ). Skipped where the patch is not applied.
+# The package's CPU fast paths (networks.FAST_PATHS, distributions.FUSED_LIKELIHOOD): same math as
+# the plain code (checked in float64, where only summation order could differ).
 # ---------------------------------------------------------------------------------------------
 def _fast_paths():
     from mmvae_lite import distributions, networks
-    if not hasattr(networks, "FAST_PATHS"):
-        pytest.skip("CPU fast-path patch not applied")
     return networks, distributions
 
 
