@@ -307,20 +307,19 @@ def _stub_missing_modules() -> list[str]:
     if missing("umap"):                       # vis.py: from umap import UMAP (only for plots)
         sys.modules["umap"] = types.SimpleNamespace(UMAP=unusable, __name__="umap")
         stubbed.append("umap")
+    def stub_package(parent: str, child: str, names: tuple[str, ...]) -> None:
+        sub = types.ModuleType(f"{parent}.{child}")
+        for n in names:
+            setattr(sub, n, unusable)
+        pkg = types.ModuleType(parent)
+        setattr(pkg, child, sub)
+        sys.modules.update({parent: pkg, f"{parent}.{child}": sub})
+        stubbed.append(parent)
+
     if missing("torchnet"):                   # dataset wrappers, only used by their data loaders
-        ds = types.ModuleType("torchnet.dataset")
-        ds.TensorDataset = ds.ResampleDataset = unusable
-        tn = types.ModuleType("torchnet")
-        tn.dataset = ds
-        sys.modules.update({"torchnet": tn, "torchnet.dataset": ds})
-        stubbed.append("torchnet")
+        stub_package("torchnet", "dataset", ("TensorDataset", "ResampleDataset"))
     if missing("nltk"):                       # datasets.py (CUB sentences)
-        tok = types.ModuleType("nltk.tokenize")
-        tok.sent_tokenize = tok.word_tokenize = unusable
-        nl = types.ModuleType("nltk")
-        nl.tokenize = tok
-        sys.modules.update({"nltk": nl, "nltk.tokenize": tok})
-        stubbed.append("nltk")
+        stub_package("nltk", "tokenize", ("sent_tokenize", "word_tokenize"))
     return stubbed
 
 
