@@ -93,9 +93,15 @@ def real_batch(batch: int, seed: int, root: Optional[str] = None, split: str = "
 
 
 def make_batch(args: argparse.Namespace, batch: int) -> dict[str, torch.Tensor]:
-    if args.data == "synthetic":
-        return synthetic_batch(batch, args.seed + 1)
-    return real_batch(batch, args.seed, args.data_root)
+    """The timed batch, already on ``args.device`` (data movement is not part of a step)."""
+    b = synthetic_batch(batch, args.seed + 1) if args.data == "synthetic" else real_batch(batch, args.seed, args.data_root)
+    return {k: v.to(args.device) for k, v in b.items()}
+
+
+def device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{torch.device(device).type} ({cpu_name()})"
 
 
 def load_state(model, path: Optional[str]) -> None:
@@ -237,7 +243,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     load_state(model, args.state)
     maybe_compile(model, args.compile)
     tr = Trainer(model, get_objective(cfg.objective, cfg.gradient), K=cfg.K, lr=cfg.lr, amsgrad=cfg.amsgrad,
-                 batch_size=cfg.batch_size, device="cpu", progress=False, verbose=False)
+                 batch_size=cfg.batch_size, device=args.device, bf16=args.bf16, progress=False, verbose=False)
     batch = make_batch(args, args.batch)
     info: dict[str, Any] = {"rss_before_mb": rss_now_mb()}
     torch.manual_seed(args.seed)
@@ -271,7 +277,7 @@ def run_ours_eval(args: argparse.Namespace) -> dict[str, Any]:
     set_plain(args.plain)
     _, model = build_ours(args.config, args.eval_K, args.batch, "m_iwae_mixture", args.seed)
     load_state(model, args.state)
-    model.eval()
+    model.to(args.device).eval()
     data = make_batch(args, args.eval_pairs)
     info: dict[str, Any] = {"rss_before_mb": rss_now_mb()}
     torch.manual_seed(args.seed)
@@ -351,6 +357,7 @@ def run_authors(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("the authors' m_elbo always draws K=1 sample; use --K 1")
     objs, model, stubbed = build_authors(args.seed)
     load_authors_state(model, args.state)
+    model.to(args.device)
     objective = getattr(objs, AUTHORS_OBJECTIVES[args.objective])
     optimizer = torch.optim.Adam(filter(lambda p: p.requires_grad, model.parameters()), lr=1e-3, amsgrad=True)
     b = make_batch(args, args.batch)
@@ -377,7 +384,7 @@ def run_authors_eval(args: argparse.Namespace) -> dict[str, Any]:
     objs, model, stubbed = build_authors(args.seed)
     from utils import log_mean_exp  # their utils
     load_authors_state(model, args.state)
-    model.eval()
+    model.to(args.device).eval()
     b = make_batch(args, args.eval_pairs)
     info: dict[str, Any] = {"rss_before_mb": rss_now_mb(), "stubbed_modules": stubbed}
     torch.manual_seed(args.seed)
@@ -432,6 +439,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--eval-batch", type=int, default=None,
                    help="pairs per forward (default: 32 ours; 12000 // K for the authors, as their script)")
     p.add_argument("--eval-chunk", type=int, default=50, help="samples per modality per decoder call (ours)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (timings on a GPU include a synchronisation per step)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (ours, CUDA only)")
     p.add_argument("--flops", action="store_true",
                    help="after timing, count the GFLOP of one more step (torch FlopCounterMode) and report GFLOP/s")
     p.add_argument("--peak", action="store_true",
@@ -490,8 +499,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         res.update(cpu_s_median=cmed, samples_per_cpu_s=(args.eval_pairs if args.eval else args.batch) / cmed)
     res.update(step_s=[round(t, 4) for t in times], cpu_s=[round(t, 4) for t in cpu_times],
                peak_rss_mb=round(peak_mb, 1),
+               gpu_peak_mb=(round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+                            if torch.device(args.device).type == "cuda" else None),
                rss_before_mb=round(info.pop("rss_before_mb"), 1), threads=torch.get_num_threads(),
-               device=f"cpu ({cpu_name()})", torch=torch.__version__, python=platform.python_version(),
+               device=device_name(args.device), torch=torch.__version__, python=platform.python_version(),
                plain=bool(args.plain), compile=args.compile, data=args.data, state=args.state, steps=args.steps, warmup=args.warmup,
                loadavg_before=load0, loadavg_after=os.getloadavg() if hasattr(os, "getloadavg") else None,
                total_s=round(time.perf_counter() - t0, 2))
