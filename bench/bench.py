@@ -149,15 +149,13 @@ def count_gflop(fn: Callable[[], Any]) -> float:
     return counter.total / 1e9
 
 
-def peak_gflops(threads: Optional[int] = None, repeats: int = 10) -> dict[str, float]:
+def peak_gflops(repeats: int = 10) -> dict[str, float]:
     """The attainable GFLOP/s of this machine for this workload's kind of arithmetic (the roofline's flat part).
 
     Times float32 oneDNN convolutions shaped like the paper networks' busiest layers, at a batch large
     enough to fill the cores, and a square GEMM; returns each rate and their maximum (``peak``).
     """
     import torch.nn.functional as F
-    if threads:
-        torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     cases = {
         # SVHN encoder conv 2 (32 -> 64, k4 s2 p1, 16x16 -> 8x8), channels-last, batch 256
@@ -251,8 +249,11 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         tr.train_step(batch)
         info["compile_s"] = time.perf_counter() - t0
-    times, util, value = time_calls(lambda: tr.train_step(batch), args.steps, args.warmup)
-    info.update(times=times, cpu_utilisation=util, objective_value=float(value), flop_fn=lambda: tr.train_step(batch))
+    def step():
+        return tr.train_step(batch)
+
+    times, util, value = time_calls(step, args.steps, args.warmup)
+    info.update(times=times, cpu_utilisation=util, objective_value=float(value), flop_fn=step)
     return info
 
 
@@ -310,9 +311,6 @@ def _stub_missing_modules() -> list[str]:
     def unusable(*_a, **_k):
         raise RuntimeError("stubbed by bench.bench: not available in this environment")
 
-    if missing("umap"):                       # vis.py: from umap import UMAP (only for plots)
-        sys.modules["umap"] = types.SimpleNamespace(UMAP=unusable, __name__="umap")
-        stubbed.append("umap")
     def stub_package(parent: str, child: str, names: tuple[str, ...]) -> None:
         sub = types.ModuleType(f"{parent}.{child}")
         for n in names:
@@ -322,6 +320,9 @@ def _stub_missing_modules() -> list[str]:
         sys.modules.update({parent: pkg, f"{parent}.{child}": sub})
         stubbed.append(parent)
 
+    if missing("umap"):                       # vis.py: from umap import UMAP (only for plots)
+        sys.modules["umap"] = types.SimpleNamespace(UMAP=unusable, __name__="umap")
+        stubbed.append("umap")
     if missing("torchnet"):                   # dataset wrappers, only used by their data loaders
         stub_package("torchnet", "dataset", ("TensorDataset", "ResampleDataset"))
     if missing("nltk"):                       # datasets.py (CUB sentences)
@@ -442,7 +443,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda (timings on a GPU include a synchronisation per step)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (ours, CUDA only)")
     p.add_argument("--flops", action="store_true",
-                   help="after timing, count the GFLOP of one more step (torch FlopCounterMode) and report GFLOP/s")
+                   help="after timing, count the GFLOP of one more step (torch's FLOP formulas) and report GFLOP/s")
     p.add_argument("--peak", action="store_true",
                    help="only measure this machine's attainable GFLOP/s (convolutions like the networks', a GEMM)")
     p.add_argument("--out", default=None, help="also append the JSON line to this file")
@@ -466,7 +467,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
     if args.peak:
         res = {"mode": "peak", "gflops": peak_gflops(), "threads": torch.get_num_threads(),
-               "device": f"cpu ({cpu_name()})", "torch": torch.__version__}
+               "device": device_name("cpu"), "torch": torch.__version__}
         print(json.dumps(res), flush=True)
         return res
     t0 = time.perf_counter()

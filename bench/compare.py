@@ -100,10 +100,11 @@ def markdown(results: dict[str, dict[str, list[dict[str, Any]]]], labels: dict[s
         cratios = [a["cpu_s_median"] / o["cpu_s_median"] for o, a in pairs]
         ratio = statistics.median(ratios) if ratios else float("nan")
         cratio = statistics.median(cratios) if cratios else float("nan")
+        summary = {impl: summarise(rows) for impl, rows in by_impl.items() if rows}
         for impl in ("mmvae_lite", "authors"):
-            if not by_impl[impl]:
+            if impl not in summary:
                 continue
-            s = summarise(by_impl[impl])
+            s = summary[impl]
             extra = f" ({s['s_per_1000_pairs']:.0f} s / 1000 pairs)" if s["s_per_1000_pairs"] is not None else ""
             r = (f"**{ratio:.2f}x** ({', '.join(f'{x:.2f}' for x in ratios)}) | "
                  f"**{cratio:.2f}x** ({', '.join(f'{x:.2f}' for x in cratios)})"
@@ -112,8 +113,8 @@ def markdown(results: dict[str, dict[str, list[dict[str, Any]]]], labels: dict[s
                        f"{s['cpu_s']:.3f} | {s['peak_rss_mb']:.0f} | {s['step_rss_mb']:.0f} | {s['cpu_util']:.2f} | "
                        f"{_num(s['gflop'], '.2f')} | {_num(s['gflops'], '.0f')} | {r} |")
         peak = meta.get("peak_gflops")
-        if peak and by_impl["mmvae_lite"] and by_impl["authors"]:
-            o, a = summarise(by_impl["mmvae_lite"]), summarise(by_impl["authors"])
+        if peak and len(summary) == 2:
+            o, a = summary["mmvae_lite"], summary["authors"]
             if o["gflop"]:
                 floor = o["gflop"] / peak
                 ceilings.append(f"* {labels[case]}: ours {o['gflop']:.2f} GFLOP / step, at the machine's {peak:.0f} GFLOP/s "
