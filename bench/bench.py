@@ -2,6 +2,7 @@
 
     python -m bench.bench --config mnist-svhn-paper --objective m_dreg_stratified --K 30 --steps 5 --warmup 1
     python -m bench.bench --impl authors ...          # the authors' code, from $MMVAE_AUTHORS_SRC (their src/)
+    python -m bench.bench --impl multivae ...         # MultiVae's MMVAE (bench/multivae.py, $MMVAE_MULTIVAE_PATH)
     python -m bench.bench --eval --eval-K 1000 --eval-pairs 32   # IWAE-1000, seconds per 1000 pairs
 
 One process measures one implementation, so ``peak_rss_mb`` (``ru_maxrss``) is that implementation's
@@ -68,6 +69,23 @@ def peak_rss_mb() -> float:
     return r / 2**20 if sys.platform == "darwin" else r / 2**10
 
 
+def after_setup() -> dict[str, float]:
+    """Mark the end of setup: the resident size now, the peak so far, then restart the peak count.
+
+    Linux only (``/proc/self/clear_refs`` = 5 resets the high-water mark that ``ru_maxrss`` reads),
+    so the final ``peak_rss_mb`` is the peak *while the steps ran* (what stays resident from setup
+    included), not a transient of imports or data loading. Elsewhere the peak counts from the start.
+    """
+    out = {"rss_before_mb": rss_now_mb(), "setup_peak_mb": peak_rss_mb()}
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        out["peak_reset"] = True
+    except OSError:
+        out["peak_reset"] = False
+    return out
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -96,6 +114,20 @@ def make_batch(args: argparse.Namespace, batch: int) -> dict[str, torch.Tensor]:
     """The timed batch, already on ``args.device`` (data movement is not part of a step)."""
     b = synthetic_batch(batch, args.seed + 1) if args.data == "synthetic" else real_batch(batch, args.seed, args.data_root)
     return {k: v.to(args.device) for k, v in b.items()}
+
+
+def batch_feed(args: argparse.Namespace) -> Callable[[], dict[str, torch.Tensor]]:
+    """What each training step consumes: the one timed batch or, with ``--stream``, the next batch of
+    shuffled MNIST-SVHN *training* pairs (the first steps of a real run; all on the device up front)."""
+    if not args.stream:
+        b = make_batch(args, args.batch)
+        return lambda: b
+    from mmvae_lite import data
+    n = (args.warmup + args.steps) * args.batch
+    ds = data.load_mnist_svhn("train", root=args.data_root, subset=n, seed=args.seed, verbose=False)
+    batches = [{k: v.to(args.device) for k, v in b.items()} for b in ds.batches(args.batch, shuffle=False)]
+    it = iter(batches * 2)   # the FLOP-counting step after the timed ones takes one more
+    return lambda: next(it)
 
 
 def device_name(device: str) -> str:
@@ -138,8 +170,15 @@ def count_gflop(fn: Callable[[], Any]) -> float:
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            out = func(*args, **kwargs)
             formula = flop_registry.get(func._overloadpacket)
+            if formula is None:
+                # without autograd (no_grad, inference mode) composite ops such as conv2d and linear
+                # reach the mode whole: count the ops they decompose into, as FlopCounterMode does
+                with self:
+                    out = func.decompose(*args, **kwargs)
+                if out is not NotImplemented:
+                    return out
+            out = func(*args, **kwargs)
             if formula is not None:
                 self.total += formula(*args, **kwargs, out_val=out)
             return out
@@ -242,18 +281,26 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     maybe_compile(model, args.compile)
     tr = Trainer(model, get_objective(cfg.objective, cfg.gradient), K=cfg.K, lr=cfg.lr, amsgrad=cfg.amsgrad,
                  batch_size=cfg.batch_size, device=args.device, bf16=args.bf16, progress=False, verbose=False)
-    batch = make_batch(args, args.batch)
-    info: dict[str, Any] = {"rss_before_mb": rss_now_mb()}
+    feed = batch_feed(args)
+    info: dict[str, Any] = {**after_setup()}
     torch.manual_seed(args.seed)
     if args.compile:   # first call compiles: time it separately
         t0 = time.perf_counter()
-        tr.train_step(batch)
+        tr.train_step(feed())
         info["compile_s"] = time.perf_counter() - t0
+    decoders = {name: m.decoder for name, m in model.modalities.items()}
+    fractions: list[dict[str, Optional[float]]] = []
+
     def step():
-        return tr.train_step(batch)
+        value = tr.train_step(feed())
+        # the row-sparse backward's bookkeeping: fraction of each decoder's latents with a nonzero gradient
+        fractions.append({n: getattr(d.__dict__.get("_grad_rows"), "fraction", None) for n, d in decoders.items()})
+        return value
 
     times, util, value = time_calls(step, args.steps, args.warmup)
-    info.update(times=times, cpu_utilisation=util, objective_value=float(value), flop_fn=step)
+    info.update(times=times, cpu_utilisation=util, objective_value=float(value), flop_fn=step,
+                nonzero_grad_rows=[{n: None if f is None else round(f, 3) for n, f in d.items()}
+                                   for d in fractions[args.warmup:]])
     return info
 
 
@@ -280,7 +327,7 @@ def run_ours_eval(args: argparse.Namespace) -> dict[str, Any]:
     load_state(model, args.state)
     model.to(args.device).eval()
     data = make_batch(args, args.eval_pairs)
-    info: dict[str, Any] = {"rss_before_mb": rss_now_mb()}
+    info: dict[str, Any] = {**after_setup()}
     torch.manual_seed(args.seed)
 
     def run():
@@ -361,16 +408,16 @@ def run_authors(args: argparse.Namespace) -> dict[str, Any]:
     model.to(args.device)
     objective = getattr(objs, AUTHORS_OBJECTIVES[args.objective])
     optimizer = torch.optim.Adam(filter(lambda p: p.requires_grad, model.parameters()), lr=1e-3, amsgrad=True)
-    b = make_batch(args, args.batch)
-    data = [b["mnist"], b["svhn"]]
-    info: dict[str, Any] = {"rss_before_mb": rss_now_mb(), "authors_objective": objective.__name__,
+    feed = batch_feed(args)
+    info: dict[str, Any] = {**after_setup(), "authors_objective": objective.__name__,
                             "stubbed_modules": stubbed}
     torch.manual_seed(args.seed)
 
     def step():   # main.py's train(): zero_grad, loss = -objective, backward, step, loss.item()
+        b = feed()
         model.train()
         optimizer.zero_grad()
-        loss = -objective(model, data, K=args.K)
+        loss = -objective(model, [b["mnist"], b["svhn"]], K=args.K)
         loss.backward()
         optimizer.step()
         return loss.item() / args.batch   # they sum over the batch; report the per-example value
@@ -387,7 +434,7 @@ def run_authors_eval(args: argparse.Namespace) -> dict[str, Any]:
     load_authors_state(model, args.state)
     model.to(args.device).eval()
     b = make_batch(args, args.eval_pairs)
-    info: dict[str, Any] = {"rss_before_mb": rss_now_mb(), "stubbed_modules": stubbed}
+    info: dict[str, Any] = {**after_setup(), "stubbed_modules": stubbed}
     torch.manual_seed(args.seed)
 
     def m_iwae(x, K):
@@ -414,6 +461,46 @@ def run_authors_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# MultiVae (never vendored: see bench/multivae.py)
+# ---------------------------------------------------------------------------------------------
+def build_multivae(args: argparse.Namespace, objective: str):
+    from bench import multivae
+    model = multivae.build(args.seed, args.K, objective)
+    if args.state:   # ours -> the authors' layout -> MultiVae's, so the three see the same weights
+        ours = torch.load(args.state, map_location="cpu", weights_only=True)
+        theirs = authors_state_from_ours(ours, multivae.authors_layout_template(model))
+        model.load_state_dict(multivae.state_from_authors(theirs, model))
+    return multivae, model.to(args.device)
+
+
+def run_multivae(args: argparse.Namespace) -> dict[str, Any]:
+    mv, model = build_multivae(args, args.objective)
+    step = mv.train_step_fn(model, batch_feed(args))
+    info: dict[str, Any] = {**after_setup(), "multivae_loss": model.model_config.loss}
+    torch.manual_seed(args.seed)
+    times, util, value = time_calls(step, args.steps, args.warmup)
+    info.update(times=times, cpu_utilisation=util, objective_value=value, flop_fn=step)
+    return info
+
+
+def run_multivae_eval(args: argparse.Namespace) -> dict[str, Any]:
+    mv, model = build_multivae(args, "m_iwae_stratified")
+    run = mv.eval_fn(model.eval(), make_batch(args, args.eval_pairs), args.eval_K, args.eval_batch, args.eval_chunk)
+    info: dict[str, Any] = {**after_setup(), "multivae_eval": "compute_joint_nll_paper"}
+    torch.manual_seed(args.seed)
+    times, util, value = time_calls(run, args.steps, args.warmup)
+    info.update(times=times, cpu_utilisation=util, objective_value=value, flop_fn=run)
+    return info
+
+
+RUNNERS = {  # implementation -> (train step, evaluation)
+    "mmvae_lite": (run_ours, run_ours_eval),
+    "authors": (run_authors, run_authors_eval),
+    "multivae": (run_multivae, run_multivae_eval),
+}
+
+
+# ---------------------------------------------------------------------------------------------
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="mnist-svhn-paper", choices=sorted(CONFIGS))
@@ -423,13 +510,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help="batch size (default: the config's)")
     p.add_argument("--steps", type=int, default=5, help="timed steps (or timed evaluation passes with --eval)")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--impl", default="mmvae_lite", choices=["mmvae_lite", "authors"])
+    p.add_argument("--impl", default="mmvae_lite", choices=["mmvae_lite", "authors", "multivae"])
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--plain", action="store_true", help="mmvae_lite with its CPU fast paths off")
     p.add_argument("--data", default="synthetic", choices=["synthetic", "mnist-svhn"],
                    help="synthetic uniform tensors, or test pairs from mmvae_lite.data (real MNIST; SVHN or its stand-in)")
     p.add_argument("--data-root", default=None, help="data directory for --data mnist-svhn (default: $MMVAE_LITE_DATA)")
+    p.add_argument("--stream", action="store_true",
+                   help="a new batch of MNIST-SVHN training pairs every step (a real run's first steps; implies --data mnist-svhn)")
     p.add_argument("--state", default=None,
                    help="model weights (an mmvae_lite state_dict, e.g. from bench.pretrain); given to both implementations")
     p.add_argument("--compile", nargs="?", const="default", default=None,
@@ -439,7 +528,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--eval-pairs", type=int, default=32, help="pairs timed; the result is scaled to 1000 pairs")
     p.add_argument("--eval-batch", type=int, default=None,
                    help="pairs per forward (default: 32 ours; 12000 // K for the authors, as their script)")
-    p.add_argument("--eval-chunk", type=int, default=50, help="samples per modality per decoder call (ours)")
+    p.add_argument("--eval-chunk", type=int, default=50, help="samples per modality per decoder call (ours and MultiVae's batch_size_K)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (timings on a GPU include a synchronisation per step)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (ours, CUDA only)")
     p.add_argument("--flops", action="store_true",
@@ -448,6 +537,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="only measure this machine's attainable GFLOP/s (convolutions like the networks', a GEMM)")
     p.add_argument("--out", default=None, help="also append the JSON line to this file")
     args = p.parse_args(argv)
+    if args.stream:
+        if args.eval:
+            p.error("--stream times training steps; it does not apply to --eval")
+        args.data = "mnist-svhn"
     experiment, preset = CONFIGS[args.config]
     from mmvae_lite import get_config
     cfg = get_config(experiment, preset)
@@ -471,10 +564,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         print(json.dumps(res), flush=True)
         return res
     t0 = time.perf_counter()
-    if args.eval:
-        info = (run_authors_eval if args.impl == "authors" else run_ours_eval)(args)
-    else:
-        info = (run_authors if args.impl == "authors" else run_ours)(args)
+    info = RUNNERS[args.impl][1 if args.eval else 0](args)
     times = info.pop("times")
     flop_fn = info.pop("flop_fn", None)
     med = statistics.median(times)
@@ -491,9 +581,11 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if args.eval:
         res.update(pairs=args.eval_pairs, eval_s_median=med, s_per_1000_pairs=med * 1000 / args.eval_pairs,
                    samples_per_s=args.eval_pairs / med, step_s_median=med,
-                   chunk=args.eval_chunk if args.impl == "mmvae_lite" else args.eval_K)
+                   chunk=args.eval_K if args.impl == "authors" else args.eval_chunk)
     else:
-        res.update(samples_per_s=args.batch / med, step_s_median=med)
+        # a run's throughput is its total time (mean step) once steps differ; one fixed batch: the median
+        res.update(samples_per_s=args.batch / (statistics.fmean(times) if args.stream else med), step_s_median=med,
+                   step_s_mean=statistics.fmean(times))
     cpu_times = getattr(time_calls, "cpu_times", [])
     if cpu_times:
         cmed = statistics.median(cpu_times)
@@ -502,7 +594,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                peak_rss_mb=round(peak_mb, 1),
                gpu_peak_mb=(round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
                             if torch.device(args.device).type == "cuda" else None),
-               rss_before_mb=round(info.pop("rss_before_mb"), 1), threads=torch.get_num_threads(),
+               rss_before_mb=round(info.pop("rss_before_mb"), 1), setup_peak_mb=round(info.pop("setup_peak_mb"), 1),
+               threads=torch.get_num_threads(),
                device=device_name(args.device), torch=torch.__version__, python=platform.python_version(),
                plain=bool(args.plain), compile=args.compile, data=args.data, state=args.state, steps=args.steps, warmup=args.warmup,
                loadavg_before=load0, loadavg_after=os.getloadavg() if hasattr(os, "getloadavg") else None,

@@ -1,13 +1,15 @@
-"""Side-by-side training-step benchmark: mmvae_lite vs the authors' code, same machine, same run.
+"""Side-by-side training-step benchmark: mmvae_lite vs the authors' code (and MultiVae), same machine, same run.
 
     MMVAE_AUTHORS_SRC=/path/to/mmvae/src python -m bench.compare --reps 2
+    MMVAE_AUTHORS_SRC=... MMVAE_MULTIVAE_PATH=$PWD/.multivae python -m bench.compare --reps 2 --multivae
 
 Cases (MNIST-SVHN paper networks, batch 128): the paper's K=30 DReG stratified objective (their
 ``m_dreg_looser``), the same at K=1, and the importance-sampled ELBO (our ``m_elbo_is``, their
 ``m_elbo``, which always draws one sample). Every measurement is a separate ``python -m bench.bench``
-process (so peak RSS is per implementation); each repetition runs both implementations back to
-back, alternating which goes first, and the speed ratio is the median of the per-repetition
-ratios (robust to load drifting between repetitions). ``--eval`` adds IWAE-1000 timings.
+process (so peak RSS is per implementation); each repetition runs the implementations back to
+back, each going first in turn, and a speed ratio is the median of the per-repetition ratios
+(robust to load drifting between repetitions). ``--eval`` adds IWAE-1000 timings. MultiVae's
+MMVAE (``--multivae``) has no importance-sampled ELBO, so it skips that case.
 
 The machine is shared: ``--quiet`` waits (up to ``--quiet-timeout`` s) before each process until
 other processes use less than ``--quiet-threshold`` of the CPU. The table reports the processes'
@@ -31,7 +33,13 @@ CASES = {
     "k30": ("K=30 DReG stratified (paper)", ["--objective", "m_dreg_stratified", "--K", "30", "--steps", "5", "--warmup", "1"]),
     "k1": ("K=1 DReG stratified", ["--objective", "m_dreg_stratified", "--K", "1", "--steps", "40", "--warmup", "5"]),
     "elbo": ("IS-ELBO (K=1)", ["--objective", "m_elbo_is", "--K", "1", "--steps", "40", "--warmup", "5"]),
+    # not in the default set: the first 40 steps of a run from scratch on a stream of training pairs
+    # (samples/s = 40 batches / total time), where the row-sparse backward switches on after 2-3 steps
+    "run30": ("K=30 DReG, first 40 steps of a run", ["--objective", "m_dreg_stratified", "--K", "30", "--stream",
+                                                     "--steps", "40", "--warmup", "0"]),
 }
+SKIP = {"multivae": ("elbo",)}
+OWNER = {"authors": "the authors'", "multivae": "MultiVae's"}   # MultiVae's MMVAE offers no importance-sampled ELBO
 EVAL_CASE = ("IWAE-1000 eval", ["--eval", "--eval-K", "1000", "--eval-pairs", "24", "--steps", "1", "--warmup", "0"])
 
 
@@ -88,39 +96,34 @@ def _num(x: Optional[float], fmt: str) -> str:
 
 
 def markdown(results: dict[str, dict[str, list[dict[str, Any]]]], labels: dict[str, str], meta: dict[str, Any]) -> str:
+    """The table: one row per case and implementation; each other implementation's row carries our speed-up over it."""
     out = [f"Device: {meta['device']}; torch {meta['torch']}; {meta['threads']} threads; {meta['reps']} repetitions "
            f"(medians; RSS: max); {meta['when']}.", "",
            "| case | impl | samples/s | median step (s) | CPU s / step | peak RSS (MB) | step RSS (MB) | min CPU util "
-           "| GFLOP / step | GFLOP/s | speed ratio, wall (ours/authors) | speed ratio, CPU time |",
+           "| GFLOP / step | GFLOP/s | ours ÷ this, wall (per rep) | ours ÷ this, CPU time |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ceilings = []
+    peak = meta.get("peak_gflops")
     for case, by_impl in results.items():
-        pairs = list(zip(by_impl["mmvae_lite"], by_impl["authors"]))
-        ratios = [o["samples_per_s"] / a["samples_per_s"] for o, a in pairs]
-        cratios = [a["cpu_s_median"] / o["cpu_s_median"] for o, a in pairs]
-        ratio = statistics.median(ratios) if ratios else float("nan")
-        cratio = statistics.median(cratios) if cratios else float("nan")
         summary = {impl: summarise(rows) for impl, rows in by_impl.items() if rows}
-        for impl in ("mmvae_lite", "authors"):
-            if impl not in summary:
-                continue
-            s = summary[impl]
+        ours_rows = by_impl.get("mmvae_lite", [])
+        for impl, s in summary.items():
+            pairs = list(zip(ours_rows, by_impl[impl])) if impl != "mmvae_lite" else []
+            ratios = [o["samples_per_s"] / a["samples_per_s"] for o, a in pairs]
+            cratios = [a["cpu_s_median"] / o["cpu_s_median"] for o, a in pairs]
+            r = (f"**{statistics.median(ratios):.2f}x** ({', '.join(f'{x:.2f}' for x in ratios)}) | "
+                 f"**{statistics.median(cratios):.2f}x** ({', '.join(f'{x:.2f}' for x in cratios)})" if ratios else " | ")
             extra = f" ({s['s_per_1000_pairs']:.0f} s / 1000 pairs)" if s["s_per_1000_pairs"] is not None else ""
-            r = (f"**{ratio:.2f}x** ({', '.join(f'{x:.2f}' for x in ratios)}) | "
-                 f"**{cratio:.2f}x** ({', '.join(f'{x:.2f}' for x in cratios)})"
-                 if impl == "mmvae_lite" and ratios else " | ")
             out.append(f"| {labels[case]} | {impl} | {s['samples_per_s']:.1f}{extra} | {s['step_s']:.3f} | "
                        f"{s['cpu_s']:.3f} | {s['peak_rss_mb']:.0f} | {s['step_rss_mb']:.0f} | {s['cpu_util']:.2f} | "
                        f"{_num(s['gflop'], '.2f')} | {_num(s['gflops'], '.0f')} | {r} |")
-        peak = meta.get("peak_gflops")
-        if peak and len(summary) == 2:
-            o, a = summary["mmvae_lite"], summary["authors"]
-            if o["gflop"]:
+            o = summary.get("mmvae_lite")
+            if peak and o and o["gflop"] and impl != "mmvae_lite":
                 floor = o["gflop"] / peak
                 ceilings.append(f"* {labels[case]}: ours {o['gflop']:.2f} GFLOP / step, at the machine's {peak:.0f} GFLOP/s "
-                                f"at least {floor * 1e3:.0f} ms; the authors' step takes {a['step_s'] * 1e3:.0f} ms, so no "
-                                f"implementation of the same arithmetic can exceed **{a['step_s'] / floor:.2f}x** here "
-                                f"(ours now runs at {o['gflops']:.0f} GFLOP/s, {o['gflops'] / peak:.0%} of peak).")
+                                f"at least {floor * 1e3:.0f} ms; {OWNER.get(impl, impl)} step takes {s['step_s'] * 1e3:.0f} ms, so no "
+                                f"implementation of the same arithmetic can exceed **{s['step_s'] / floor:.2f}x** over it "
+                                f"here (ours now runs at {o['gflops']:.0f} GFLOP/s, {o['gflops'] / peak:.0%} of peak).")
     if ceilings:
         out += ["", f"Roofline (attainable float32 peak {meta['peak_gflops']:.0f} GFLOP/s, `python -m bench.bench --peak`: "
                     f"{meta.get('peak_detail', '')}):", *ceilings]
@@ -139,14 +142,16 @@ def main(argv: Optional[list[str]] = None) -> str:
     p.add_argument("--timeout", type=float, default=1800.0, help="per process")
     p.add_argument("--out", default=None, help="append every JSON line to this file")
     p.add_argument("--markdown", default=None, help="write the table to this file")
-    p.add_argument("--ours-only", action="store_true", help="skip the authors' code (no MMVAE_AUTHORS_SRC needed)")
+    p.add_argument("--ours-only", action="store_true", help="skip the other implementations (no MMVAE_AUTHORS_SRC needed)")
+    p.add_argument("--multivae", action="store_true",
+                   help="also time MultiVae's MMVAE (bench/multivae.py; its package from $MMVAE_MULTIVAE_PATH)")
     p.add_argument("--data", default="synthetic", choices=["synthetic", "mnist-svhn"], help="see bench.bench")
     p.add_argument("--data-root", default=None)
     p.add_argument("--state", default=None, help="weights for both implementations (see bench.pretrain)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="environment for the benchmark processes, e.g. OMP_WAIT_POLICY=PASSIVE")
     args = p.parse_args(argv)
-    impls = ["mmvae_lite"] if args.ours_only else ["authors", "mmvae_lite"]
+    impls = ["mmvae_lite"] if args.ours_only else ["authors", "mmvae_lite"] + (["multivae"] if args.multivae else [])
     if not args.ours_only and not os.environ.get("MMVAE_AUTHORS_SRC"):
         raise SystemExit("set MMVAE_AUTHORS_SRC to the src/ directory of a checkout of iffsid/mmvae (or --ours-only)")
     cases = {c: CASES[c] for c in args.cases.split(",")}
@@ -159,7 +164,7 @@ def main(argv: Optional[list[str]] = None) -> str:
     for kv in args.env:
         name, _, value = kv.partition("=")
         os.environ[name] = value
-    results: dict[str, dict[str, list]] = {c: {i: [] for i in ("mmvae_lite", "authors")} for c in cases}
+    results: dict[str, dict[str, list]] = {c: {i: [] for i in impls} for c in cases}
     meta: dict[str, Any] = {}
     if args.quiet:
         wait_quiet(args.quiet_threshold, args.quiet_timeout)
@@ -169,8 +174,10 @@ def main(argv: Optional[list[str]] = None) -> str:
     print(f"attainable peak: {meta['peak_detail']} GFLOP/s", file=sys.stderr, flush=True)
     for rep in range(args.reps):
         for case, (label, extra) in cases.items():
-            order = impls if rep % 2 == 0 else impls[::-1]
+            order = impls[rep % len(impls):] + impls[:rep % len(impls)]   # each goes first in turn
             for impl in order:
+                if case in SKIP.get(impl, ()):
+                    continue
                 busy = wait_quiet(args.quiet_threshold, args.quiet_timeout) if args.quiet else None
                 r = run_one(impl, extra, common, args.timeout)
                 r["cpu_busy_before"] = busy
@@ -182,12 +189,11 @@ def main(argv: Optional[list[str]] = None) -> str:
                 if args.out:
                     with open(args.out, "a") as f:
                         f.write(json.dumps(r) + "\n")
-    meta.update(reps=args.reps, when=time.strftime("%Y-%m-%d %H:%M") + f"; data {args.data}"
+    streamed = all("--stream" in extra for _, extra in cases.values())
+    data = "a new batch of MNIST-SVHN training pairs each step" if streamed else args.data
+    meta.update(reps=args.reps, when=time.strftime("%Y-%m-%d %H:%M") + f"; data {data}"
                 + (f", weights {Path(args.state).name}" if args.state else ", fresh weights (seed 1)")
                 + (f"; env {' '.join(args.env)}" if args.env else ""))
-    if args.ours_only:
-        for c in results:
-            results[c]["authors"] = []
     table = markdown(results, labels, meta)
     print(table)
     if args.markdown:

@@ -86,6 +86,66 @@ def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
 
 
+class HeapTrimmer:
+    """Give freed heap memory back to the OS when the resident size has crept up (glibc, CPU).
+
+    glibc keeps freed blocks below its (adaptive, up to 32 MB) mmap threshold in the heap. Steps
+    that allocate blocks of varying size, as the row-sparse backward of the K=30 DReG objective does
+    (:class:`~mmvae_lite.networks._RowSparseRecompute`, a different number of rows every step),
+    fragment it: measured here, the resident size after a MNIST-SVHN step grew from 0.9 to 1.9 GB
+    over 40 steps and the peak by 0.35 GB. After a step, if the resident size exceeds the one after
+    the last trim by more than ``slack_mb``, ``malloc_trim(0)`` returns the free pages. Checking costs
+    one read of ``/proc/self/statm``; a trim about 7 ms plus the page faults of re-touching memory,
+    so steps that do not grow the heap (K=1, the ELBO) never pay for one. A no-op off Linux/glibc.
+    """
+
+    def __init__(self, slack_mb: float = 128.0,
+                 rss_mb: Optional[Callable[[], float]] = None, trim: Optional[Callable[[], Any]] = None) -> None:
+        self.slack_mb = slack_mb
+        self._rss_mb = rss_mb or _statm_rss_mb
+        self._trim = trim if trim is not None else _glibc_malloc_trim()
+        self.base_mb: Optional[float] = None
+        self.trims = 0
+
+    @property
+    def active(self) -> bool:
+        return self._trim is not None
+
+    def after_step(self) -> bool:
+        """Trim if the heap crept up since the last trim; returns whether it trimmed."""
+        if self._trim is None:
+            return False
+        rss = self._rss_mb()
+        if self.base_mb is None or rss < self.base_mb:
+            self.base_mb = rss
+            return False
+        if rss - self.base_mb <= self.slack_mb:
+            return False
+        self._trim()
+        self.trims += 1
+        self.base_mb = self._rss_mb()
+        return True
+
+
+def _statm_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _glibc_malloc_trim() -> Optional[Callable[[], Any]]:
+    """``malloc_trim(0)`` of the C library where it is glibc on Linux, else None."""
+    import sys
+    if not sys.platform.startswith("linux") or not os.path.exists("/proc/self/statm"):
+        return None
+    try:
+        import ctypes
+        fn = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):   # musl and others have no malloc_trim
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: fn(0)
+
+
 def make_adam(params: list[torch.Tensor], lr: float = 1e-3, amsgrad: bool = True) -> torch.optim.Adam:
     """Adam (AMSGrad by default, as the paper), using the fused single-kernel update where this torch
     supports it for these parameters (CPU since torch 2.4, CUDA): the same update rule, about 3x faster
@@ -166,6 +226,8 @@ class Trainer:
             unless the environment variable ``MMVAE_LITE_PROGRESS`` is ``0``.
         verbose: print one line per epoch.
         checkpoint: a path; the state is saved there atomically after every epoch.
+        trim_heap: on CPU, return fragmented heap memory to the OS after steps that grew the
+            resident size by more than 128 MB (:class:`HeapTrimmer`; glibc only).
     """
 
     def __init__(self, model: nn.Module, objective: Callable[..., torch.Tensor], *, K: int = 1, lr: float = 1e-3,
@@ -173,7 +235,7 @@ class Trainer:
                  eval_objective: Optional[Callable[..., torch.Tensor]] = None, eval_K: Optional[int] = None,
                  device: "str | torch.device | None" = None, bf16: bool = False, progress: Optional[bool] = None,
                  verbose: bool = True, checkpoint: "str | Path | None" = None,
-                 config: Optional[Mapping[str, Any]] = None) -> None:
+                 config: Optional[Mapping[str, Any]] = None, trim_heap: bool = True) -> None:
         if K < 1:
             raise ValueError(f"K must be >= 1, got {K}")
         self.device = select_device(device)
@@ -189,6 +251,8 @@ class Trainer:
         if progress is None:   # MMVAE_LITE_PROGRESS=0 turns bars off (the book's CI build sets it)
             progress = os.environ.get("MMVAE_LITE_PROGRESS", "1") != "0"
         self.progress, self.verbose = progress, verbose
+        # on CPU, hand fragmented heap memory back after steps that grew it (see HeapTrimmer)
+        self.heap = HeapTrimmer() if (trim_heap and self.device.type == "cpu") else None
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.config = dict(config) if config is not None else {}
         self.epoch = 0
@@ -221,6 +285,8 @@ class Trainer:
                                  f"'{bad[0]}' ({len(bad)} affected). The last checkpoint was left untouched.")
         self.optimizer.step()
         self.step += 1
+        if self.heap is not None:
+            self.heap.after_step()
         return value.item()
 
     @torch.no_grad()

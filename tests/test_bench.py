@@ -153,8 +153,90 @@ def test_count_gflop_matches_closed_form():
     assert g == pytest.approx(3 * 2 * 16 * 64 * 32 / 1e9)
 
 
+def test_count_gflop_without_autograd():
+    """Under no_grad composite ops (linear, conv2d) reach the counter whole and must still be counted."""
+    import torch
+    lin, conv = torch.nn.Linear(64, 32, bias=False), torch.nn.Conv2d(3, 8, 3, bias=False)
+    x, img = torch.randn(16, 64), torch.randn(2, 3, 10, 10)
+    with torch.no_grad():
+        assert bench.count_gflop(lambda: lin(x)) == pytest.approx(2 * 16 * 64 * 32 / 1e9)
+        assert bench.count_gflop(lambda: conv(img)) == pytest.approx(2 * 2 * 8 * 8 * 8 * 3 * 9 / 1e9)
+
+
 def test_flops_field(capsys):
     bench.main(["--objective", "m_dreg_stratified", "--K", "2", "--batch", "8", "--steps", "1", "--warmup", "0",
                 "--flops"])
     r = _last_json(capsys)
     assert r["gflop_per_step"] > 0 and r["gflops_achieved"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# bench.compare's table and the MultiVae runner (MultiVae itself is optional: never in CI)
+# ---------------------------------------------------------------------------------------------
+def _row(impl, samples_per_s, cpu_s, gflop=None):
+    r = {"implementation": impl, "samples_per_s": samples_per_s, "step_s_median": 128 / samples_per_s,
+         "cpu_s_median": cpu_s, "peak_rss_mb": 1000.0, "rss_before_mb": 800.0, "cpu_utilisation": 0.99}
+    if gflop:
+        r.update(gflop_per_step=gflop, gflops_achieved=gflop * samples_per_s / 128)
+    return r
+
+
+def test_compare_table_ratios_per_implementation():
+    """Each other implementation's row carries ours ÷ it (median over repetitions); ours carries none."""
+    compare = pytest.importorskip("bench.compare")
+    results = {"k30": {"mmvae_lite": [_row("mmvae_lite", 40, 3.0, 170), _row("mmvae_lite", 60, 3.0, 170)],
+                       "authors": [_row("authors", 20, 6.0), _row("authors", 20, 9.0)],
+                       "multivae": [_row("multivae", 10, 12.0), _row("multivae", 20, 12.0)]},
+               "elbo": {"mmvae_lite": [_row("mmvae_lite", 100, 1.0)], "authors": [_row("authors", 50, 1.5)],
+                        "multivae": []}}
+    meta = {"device": "cpu", "torch": "x", "threads": 2, "reps": 2, "when": "now", "peak_gflops": 170.0}
+    table = compare.markdown(results, {"k30": "K=30", "elbo": "ELBO"}, meta)
+    rows = {tuple(c.strip() for c in ln.split("|")[1:3]): ln for ln in table.splitlines() if ln.startswith("| K=")
+            or ln.startswith("| ELBO")}
+    assert set(rows) == {("K=30", "mmvae_lite"), ("K=30", "authors"), ("K=30", "multivae"),
+                         ("ELBO", "mmvae_lite"), ("ELBO", "authors")}
+    assert "**2.50x** (2.00, 3.00)" in rows["K=30", "authors"] and "**2.50x** (2.00, 3.00)" not in rows["K=30", "mmvae_lite"]
+    assert "**3.50x** (4.00, 3.00)" in rows["K=30", "multivae"] and "**4.00x** (4.00, 4.00)" in rows["K=30", "multivae"]
+    assert "**2.00x** (2.00) | **1.50x** (1.50)" in rows["ELBO", "authors"]
+    # roofline: 170 GFLOP at 170 GFLOP/s is 1 s; the authors' median step is 6.4 s
+    assert "the authors' step takes 6400 ms, so no implementation of the same arithmetic can exceed **6.40x** over it" in table
+
+
+def test_multivae_missing_is_a_clear_error(monkeypatch):
+    import importlib.util
+    if importlib.util.find_spec("multivae") is not None:
+        pytest.skip("multivae is installed here")
+    monkeypatch.delenv("MMVAE_MULTIVAE_PATH", raising=False)
+    from bench import multivae
+    with pytest.raises(SystemExit, match="MMVAE_MULTIVAE_PATH"):
+        multivae.build(0, 2, "m_dreg_stratified")
+    with pytest.raises(SystemExit, match="no counterpart for 'm_elbo_is'"):
+        multivae.build(0, 1, "m_elbo_is")
+
+
+def test_multivae_gets_our_weights():
+    """With MultiVae importable: our weights, converted, give MultiVae's networks our encoder and decoder outputs."""
+    import importlib.util
+    import os
+    import torch
+    from bench import multivae
+    path = os.environ.get("MMVAE_MULTIVAE_PATH")
+    if path and path not in sys.path:
+        sys.path.insert(0, path)
+    if importlib.util.find_spec("multivae") is None:
+        pytest.skip("MultiVae is not installed (see bench/multivae.py)")
+    _, ours = bench.build_ours("mnist-svhn-paper", 1, 4, "m_dreg_stratified", 0)
+    theirs = multivae.build(1, 1, "m_dreg_stratified")
+    sd = bench.authors_state_from_ours(ours.state_dict(), multivae.authors_layout_template(theirs))
+    theirs.load_state_dict(multivae.state_from_authors(sd, theirs))
+    batch = bench.synthetic_batch(3, 0)
+    with torch.no_grad():
+        for m in ("mnist", "svhn"):
+            q = ours.modalities[m].encoder(batch[m])
+            out = theirs.encoders[m](batch[m])
+            torch.testing.assert_close(out.embedding, q[0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(out.log_covariance, q[1], rtol=1e-5, atol=1e-5)   # scale logits (sum-to-D)
+            z = torch.randn(5, 20)
+            torch.testing.assert_close(theirs.decoders[m](z).reconstruction,
+                                       ours.modalities[m].decoder(z).reshape(5, *batch[m].shape[1:]),
+                                       rtol=1e-5, atol=1e-5)

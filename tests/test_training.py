@@ -117,3 +117,25 @@ def test_make_adam_is_amsgrad_adam():
     for p, q in zip(ps, qs):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     assert all((p - s).abs().max() > 1e-3 for p, s in zip(ps, start))   # the steps did move the parameters
+
+
+def test_heap_trimmer_trims_only_when_the_heap_crept_up():
+    """The policy: remember the resident size after a trim; trim when it grows by more than the slack."""
+    from mmvae_lite.training import HeapTrimmer
+    rss = iter([900.0, 950.0, 1020.0, 1040.0, 850.0, 860.0, 700.0, 827.0, 830.0, 640.0])
+    calls = []
+    h = HeapTrimmer(slack_mb=128, rss_mb=lambda: next(rss), trim=lambda: calls.append(1))
+    assert h.active
+    assert [h.after_step() for _ in range(3)] == [False, False, False]   # base 900; 950, 1020 within 128 MB
+    assert h.after_step() and calls == [1] and h.base_mb == 850.0          # 1040 > 900 + 128: trim, re-read 850
+    assert not h.after_step()                                              # 860
+    assert not h.after_step() and h.base_mb == 700.0                       # it shrank: new base
+    assert not h.after_step()                                              # 827 <= 700 + 128
+    assert h.after_step() and h.base_mb == 640.0 and h.trims == 2          # 830 > 828: trim, re-read 640
+
+
+def test_heap_trimmer_is_a_no_op_without_malloc_trim():
+    from mmvae_lite.training import HeapTrimmer
+    h = HeapTrimmer(rss_mb=lambda: 1e9)
+    h._trim = None   # as on a platform without glibc's malloc_trim
+    assert not h.active and not h.after_step() and h.trims == 0
