@@ -92,11 +92,13 @@ class HeapTrimmer:
     glibc keeps freed blocks below its (adaptive, up to 32 MB) mmap threshold in the heap. Steps
     that allocate blocks of varying size, as the row-sparse backward of the K=30 DReG objective does
     (:class:`~mmvae_lite.networks._RowSparseRecompute`, a different number of rows every step),
-    fragment it: measured here, the resident size after a MNIST-SVHN step grew from 0.9 to 1.9 GB
-    over 40 steps and the peak by 0.35 GB. After a step, if the resident size exceeds the one after
-    the last trim by more than ``slack_mb``, ``malloc_trim(0)`` returns the free pages. Checking costs
-    one read of ``/proc/self/statm``; a trim about 7 ms plus the page faults of re-touching memory,
-    so steps that do not grow the heap (K=1, the ELBO) never pay for one. A no-op off Linux/glibc.
+    fragment it: measured here, the resident size after a MNIST-SVHN step grew from 0.9 to 1.6-1.9 GB
+    over the first 40 steps of a run, still growing, with peaks of 1.95-2.3 GB. After a step, if the
+    resident size exceeds the one after the last trim by more than ``slack_mb``, ``malloc_trim(0)``
+    returns the free pages (then after almost every such step: 0.9-1.0 GB between steps, peak
+    1.9 GB, 0-2% slower). Checking costs one read of ``/proc/self/statm``; a trim about 7 ms plus the
+    page faults of re-touching memory, so steps that do not grow the heap (K=1, the ELBO, a dense
+    K=30 step) never pay for one. A no-op off Linux/glibc.
     """
 
     def __init__(self, slack_mb: float = 128.0,
