@@ -7,9 +7,9 @@ benchmark can import it, e.g. into the git-ignored ``.multivae/`` folder, and po
     pip install --no-deps --target .multivae multivae==1.0.3 pythae==0.1.2 torchmetrics imageio lightning-utilities
     export MMVAE_MULTIVAE_PATH=$PWD/.multivae
 
-The model is MultiVae's ``MMVAE`` as its documentation configures it for this experiment:
-Laplace prior and posteriors with the softmax (sum-to-D) scales, learnt prior, the ``dreg_looser``
-(DReG, stratified) or ``iwae_looser`` loss, Laplace likelihoods of scale 0.75, likelihood rescaling
+The model is MultiVae's ``MMVAE`` configured as the paper's MNIST-SVHN experiment: Laplace prior
+and posteriors with the softmax (sum-to-D) scales, learnt prior, the ``dreg_looser`` (DReG,
+stratified) or ``iwae_looser`` loss, Laplace likelihoods of scale 0.75, likelihood rescaling
 by input size (3072/784 for MNIST). Networks: MultiVae's own ``Encoder_VAE_SVHN`` /
 ``Decoder_VAE_SVHN`` (appendix F's SVHN networks) and, since its MNIST defaults are a wider MLP,
 appendix F's MNIST MLP (784-400-20) written below against its ``BaseEncoder`` / ``BaseDecoder``
