@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -136,7 +137,6 @@ def _statm_rss_mb() -> float:
 
 def _glibc_malloc_trim() -> Optional[Callable[[], Any]]:
     """``malloc_trim(0)`` of the C library where it is glibc on Linux, else None."""
-    import sys
     if not sys.platform.startswith("linux") or not os.path.exists("/proc/self/statm"):
         return None
     try:
