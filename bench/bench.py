@@ -56,9 +56,9 @@ FIELDS = ("implementation", "mode", "config", "objective", "K", "batch", "sample
 # ---------------------------------------------------------------------------------------------
 def rss_now_mb() -> float:
     """Current resident set size (Linux /proc; falls back to the peak elsewhere)."""
+    from mmvae_lite.training import _statm_rss_mb   # the reading the Trainer's HeapTrimmer uses
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        return _statm_rss_mb()
     except (OSError, ValueError, AttributeError):
         return peak_rss_mb()
 

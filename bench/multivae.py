@@ -93,14 +93,20 @@ def build(seed: int, K: int, objective: str):
                  decoders={"mnist": MNISTDecoder(20), "svhn": Decoder_VAE_SVHN(arch)})
 
 
+def _renamed(sd: dict[str, torch.Tensor], prefixes: dict[str, str]) -> dict[str, torch.Tensor]:
+    """``sd`` with each key's first matching prefix replaced (keys matching none are dropped)."""
+    out = {}
+    for key, value in sd.items():
+        for old, new in prefixes.items():
+            if key.startswith(old):
+                out[new + key[len(old):]] = value
+                break
+    return out
+
+
 def state_from_authors(authors_sd: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
     """An authors'-layout MNIST-SVHN state_dict in MultiVae's layout (every parameter must be covered)."""
-    out = {}
-    for key, value in authors_sd.items():
-        for a, m in _RENAME.items():
-            if key.startswith(a):
-                out[m + key[len(a):]] = value
-                break
+    out = _renamed(authors_sd, _RENAME)
     target = model.state_dict()
     missing = sorted(set(target) - set(out))
     if missing:
@@ -110,14 +116,7 @@ def state_from_authors(authors_sd: dict[str, torch.Tensor], model) -> dict[str, 
 
 def authors_layout_template(model) -> dict[str, torch.Tensor]:
     """MultiVae's tensors under the authors' names: the template bench.bench's converter needs."""
-    back = {m: a for a, m in _RENAME.items()}
-    out = {}
-    for key, value in model.state_dict().items():
-        for m, a in back.items():
-            if key.startswith(m):
-                out[a + key[len(m):]] = value
-                break
-    return out
+    return _renamed(model.state_dict(), {m: a for a, m in _RENAME.items()})
 
 
 def dataset(batch: dict[str, torch.Tensor]):
