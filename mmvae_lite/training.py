@@ -230,6 +230,13 @@ class Trainer:
         checkpoint: a path; the state is saved there atomically after every epoch.
         trim_heap: on CPU, return fragmented heap memory to the OS after steps that grew the
             resident size by more than 128 MB (:class:`HeapTrimmer`; glibc only).
+        check_every: how often (in steps) :meth:`fit` makes the host wait for the device to confirm
+            that the loss and the gradients are finite. ``None``: every step on CPU, where the check
+            costs nothing; every 50 steps on an accelerator, where each check is a host-device
+            synchronisation that keeps the host from queueing the next kernels while the device
+            works. Between checks the objective is summed on the device. A non-finite step is
+            then reported up to ``check_every - 1`` steps late, by its own epoch and step number;
+            the checkpoint is never written past it. :meth:`train_step` always checks its step.
     """
 
     def __init__(self, model: nn.Module, objective: Callable[..., torch.Tensor], *, K: int = 1, lr: float = 1e-3,
@@ -237,10 +244,16 @@ class Trainer:
                  eval_objective: Optional[Callable[..., torch.Tensor]] = None, eval_K: Optional[int] = None,
                  device: "str | torch.device | None" = None, bf16: bool = False, progress: Optional[bool] = None,
                  verbose: bool = True, checkpoint: "str | Path | None" = None,
-                 config: Optional[Mapping[str, Any]] = None, trim_heap: bool = True) -> None:
+                 config: Optional[Mapping[str, Any]] = None, trim_heap: bool = True,
+                 check_every: Optional[int] = None) -> None:
         if K < 1:
             raise ValueError(f"K must be >= 1, got {K}")
+        if check_every is not None and check_every < 1:
+            raise ValueError(f"check_every must be >= 1 (or None for the device's default), got {check_every}")
         self.device = select_device(device)
+        self.check_every = check_every or (1 if self.device.type == "cpu" else 50)
+        # steps not yet checked: (epoch, step, (loss finite, gradient finite), objective value), all on the device
+        self._pending: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
         self.model = model.to(self.device)
         self.objective, self.K = objective, K
         self.eval_objective, self.eval_K = eval_objective or objective, eval_K or K
@@ -266,30 +279,65 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def train_step(self, batch: Batch) -> float:
-        """One optimiser step on a batch; returns the objective's value."""
+        """One optimiser step on a batch; returns the objective's value (checked finite at once)."""
+        return self._step(batch, check=True).item()
+
+    def _step(self, batch: Batch, check: bool) -> torch.Tensor:
+        """One optimiser step; returns the objective's value as a detached 0-d tensor on the device.
+
+        With ``check`` a non-finite loss or gradient raises at once (two host-device
+        synchronisations); without it the two finiteness flags are kept on the device for
+        :meth:`_check_pending`, and the step never waits for the device.
+        """
         self.model.train()
         with self._autocast():
             value = self.objective(self.model, batch, self.K)
         loss = -value
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"non-finite objective ({loss.item()}) at epoch {self.epoch + 1}, step {self.step}: "
-                                 f"term '{getattr(self.objective, '__name__', self.objective)}'. "
-                                 f"The last checkpoint was left untouched.")
+        if check and not torch.isfinite(loss):
+            raise self._loss_error(loss.item(), self.epoch + 1, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # one fused norm over all gradients; only if it is non-finite do we look for the culprit
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         total = _total_norm(grads)
-        if not torch.isfinite(total):
-            bad = [n for n, p in self.model.named_parameters()
-                   if p.grad is not None and not torch.isfinite(p.grad).all()] or ["?"]
-            raise NonFiniteError(f"non-finite gradient at epoch {self.epoch + 1}, step {self.step} in parameter "
-                                 f"'{bad[0]}' ({len(bad)} affected). The last checkpoint was left untouched.")
+        if check:
+            if not torch.isfinite(total):
+                bad = [n for n, p in self.model.named_parameters()
+                       if p.grad is not None and not torch.isfinite(p.grad).all()] or ["?"]
+                raise NonFiniteError(f"non-finite gradient at epoch {self.epoch + 1}, step {self.step} in parameter "
+                                     f"'{bad[0]}' ({len(bad)} affected). The last checkpoint was left untouched.")
+        else:
+            flags = torch.stack([torch.isfinite(loss), torch.isfinite(total)])
+            self._pending.append((self.epoch + 1, self.step, flags, value.detach()))
         self.optimizer.step()
         self.step += 1
         if self.heap is not None:
             self.heap.after_step()
-        return value.item()
+        return value.detach()
+
+    def _loss_error(self, value: float, epoch: int, step: int, late: str = "") -> NonFiniteError:
+        return NonFiniteError(f"non-finite objective ({value}) at epoch {epoch}, step {step}: "
+                              f"term '{getattr(self.objective, '__name__', self.objective)}'.{late} "
+                              f"The last checkpoint was left untouched.")
+
+    def _check_pending(self) -> None:
+        """Raise :class:`NonFiniteError` for the first unchecked step whose loss or gradient was not finite."""
+        if not self._pending:
+            return
+        flags = torch.stack([f for _, _, f, _ in self._pending]).cpu()      # (steps, 2): one synchronisation
+        pending, self._pending = self._pending, []
+        if bool(flags.all()):
+            return
+        i = int((~flags.all(dim=1)).nonzero()[0, 0])
+        epoch, step, _, value = pending[i]
+        later = len(pending) - 1 - i
+        late = (f" (found {later} step{'s' if later != 1 else ''} later: finiteness is checked every {self.check_every} "
+                f"steps on {self.device.type}; the parameters were updated since, Trainer(check_every=1) stops at "
+                f"the step itself and names the parameter)")
+        if not bool(flags[i, 0]):
+            raise self._loss_error(value.item(), epoch, step, late)
+        raise NonFiniteError(f"non-finite gradient at epoch {epoch}, step {step}.{late} "
+                             f"The last checkpoint was left untouched.")
 
     @torch.no_grad()
     def evaluate(self, data: Any, K: Optional[int] = None, batch_size: Optional[int] = None) -> float:
@@ -317,14 +365,24 @@ class Trainer:
         while self.epoch < epochs:
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            running, count = 0.0, 0
+            acc = torch.float32 if self.device.type == "mps" else torch.float64   # MPS has no float64
+            running, count = torch.zeros((), dtype=acc, device=self.device), 0
+            eager = self.check_every == 1
             bar = self._bar(iterate_batches(train, self.batch_size, True, gen, self.device),
                             num_batches(train, self.batch_size), f"epoch {self.epoch + 1}/{epochs}")
-            for batch in bar:
-                running += self.train_step(batch)
-                count += 1
-                if self.progress and count % 10 == 0 and hasattr(bar, "set_postfix"):
-                    bar.set_postfix(objective=f"{running / count:.1f}")
+            try:
+                for batch in bar:
+                    running += self._step(batch, check=eager)   # summed on the device: no synchronisation
+                    count += 1
+                    if len(self._pending) >= self.check_every:
+                        self._check_pending()
+                    if (self.progress and count % max(10, self.check_every) == 0
+                            and hasattr(bar, "set_postfix")):
+                        bar.set_postfix(objective=f"{running.item() / count:.1f}")
+                self._check_pending()
+            finally:
+                self._pending = []
+            running = running.item()
             test_value = self.evaluate(test) if test is not None else None
             self.epoch += 1
             rec = EpochRecord(self.epoch, running / max(count, 1), test_value, time.perf_counter() - t0)

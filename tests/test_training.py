@@ -88,6 +88,68 @@ def test_non_finite_gradient_names_the_parameter():
         tr.fit(_data(), epochs=1)
 
 
+def test_deferred_checks_change_nothing_on_a_finite_run():
+    """check_every > 1 (the accelerator default) only delays the host's look at the flags."""
+    data = _data()
+    eager, deferred = _trainer(), _trainer()
+    assert eager.check_every == 1                      # CPU default: check every step
+    deferred.check_every = 3
+    torch.manual_seed(7)                               # latent samples come from the global RNG
+    eager.fit(data, epochs=2)
+    torch.manual_seed(7)
+    deferred.fit(data, epochs=2)
+    assert deferred.history.train == eager.history.train
+    for p, q in zip(eager.model.parameters(), deferred.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert deferred._pending == []
+
+
+def _nan_from_step(first_bad: int, on_gradient: bool = False):
+    """An objective that turns non-finite (its value, or only its gradient) from a given step on."""
+    def objective(model, batch, K):
+        value = O.m_iwae_stratified(model, batch, K)
+        if objective.trainer.step < first_bad:
+            return value
+        if on_gradient:
+            t = next(model.parameters()) * 1.0
+            t.register_hook(lambda g: g * float("nan"))
+            return value + (t * 0.0).sum()
+        return value * float("nan")
+    return objective
+
+
+@pytest.mark.parametrize("on_gradient", [False, True])
+def test_deferred_check_reports_the_first_bad_step(tmp_path, on_gradient):
+    tr = _trainer(tmp_path)
+    data = _data()                                      # 64 rows, batch 16: 4 steps per epoch
+    tr.fit(data, epochs=1)
+    good = (tmp_path / "ckpt.pt").read_bytes()
+    tr.check_every = 3
+    tr.objective = _nan_from_step(5, on_gradient)
+    tr.objective.trainer = tr
+    kind = "gradient" if on_gradient else "objective"
+    # steps 4, 5, 6 are checked together after step 6: the report names step 5, found 1 step later
+    with pytest.raises(NonFiniteError, match=rf"non-finite {kind} .*epoch 2, step 5\b.*found 1 step later"):
+        tr.fit(data, epochs=2)
+    assert tr.step == 7
+    assert (tmp_path / "ckpt.pt").read_bytes() == good
+    assert tr._pending == []
+
+
+def test_eager_check_stops_at_the_bad_step():
+    tr = _trainer()
+    tr.objective = _nan_from_step(5)
+    tr.objective.trainer = tr
+    with pytest.raises(NonFiniteError, match=r"epoch 2, step 5:"):
+        tr.fit(_data(), epochs=2)
+    assert tr.step == 5                                 # no update from the bad step
+
+
+def test_check_every_must_be_positive():
+    with pytest.raises(ValueError, match="check_every"):
+        Trainer(make_tiny_mm(), O.m_iwae_stratified, device="cpu", check_every=0)
+
+
 def test_device_selection():
     assert select_device("cpu").type == "cpu"
     expected = "cuda" if torch.cuda.is_available() else None
