@@ -300,24 +300,29 @@ class Trainer:
         # one fused norm over all gradients; only if it is non-finite do we look for the culprit
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         total = _total_norm(grads)
+        value = value.detach()
         if check:
             if not torch.isfinite(total):
                 bad = [n for n, p in self.model.named_parameters()
                        if p.grad is not None and not torch.isfinite(p.grad).all()] or ["?"]
-                raise NonFiniteError(f"non-finite gradient at epoch {self.epoch + 1}, step {self.step} in parameter "
-                                     f"'{bad[0]}' ({len(bad)} affected). The last checkpoint was left untouched.")
+                raise self._grad_error(self.epoch + 1, self.step, f" in parameter '{bad[0]}' ({len(bad)} affected).")
         else:
             flags = torch.stack([torch.isfinite(loss), torch.isfinite(total)])
-            self._pending.append((self.epoch + 1, self.step, flags, value.detach()))
+            self._pending.append((self.epoch + 1, self.step, flags, value))
         self.optimizer.step()
         self.step += 1
         if self.heap is not None:
             self.heap.after_step()
-        return value.detach()
+        return value
 
     def _loss_error(self, value: float, epoch: int, step: int, late: str = "") -> NonFiniteError:
         return NonFiniteError(f"non-finite objective ({value}) at epoch {epoch}, step {step}: "
                               f"term '{getattr(self.objective, '__name__', self.objective)}'.{late} "
+                              f"The last checkpoint was left untouched.")
+
+    @staticmethod
+    def _grad_error(epoch: int, step: int, detail: str) -> NonFiniteError:
+        return NonFiniteError(f"non-finite gradient at epoch {epoch}, step {step}{detail} "
                               f"The last checkpoint was left untouched.")
 
     def _check_pending(self) -> None:
@@ -336,8 +341,7 @@ class Trainer:
                 f"the step itself and names the parameter)")
         if not bool(flags[i, 0]):
             raise self._loss_error(value.item(), epoch, step, late)
-        raise NonFiniteError(f"non-finite gradient at epoch {epoch}, step {step}.{late} "
-                             f"The last checkpoint was left untouched.")
+        raise self._grad_error(epoch, step, f".{late}")
 
     @torch.no_grad()
     def evaluate(self, data: Any, K: Optional[int] = None, batch_size: Optional[int] = None) -> float:
