@@ -27,6 +27,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="posterior scale rule (default: the experiment's; softplus = Wu & Goodman's free MVAE scales)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="Adam learning rate (paper: 1e-3)")
     p.add_argument("--latent-dim", type=int)
     p.add_argument("--train-subset", type=int, help="number of training examples (0: all)")
     p.add_argument("--test-subset", type=int, help="number of test examples (0: all)")
@@ -48,7 +49,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides = {k: v for k, v in dict(model=args.model, objective=args.objective, gradient=args.gradient, K=args.K,
-                                        epochs=args.epochs, batch_size=args.batch_size, latent_dim=args.latent_dim,
+                                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, latent_dim=args.latent_dim,
                                         scales=args.scales, seed=args.seed, device=args.device).items() if v is not None}
     for name in ("train_subset", "test_subset"):
         v = getattr(args, name)
@@ -82,6 +83,8 @@ def run_name(cfg: Config) -> str:
         tags.append(f"K{cfg.K}")
     if cfg.latent_dim != base.latent_dim:
         tags.append(f"L{cfg.latent_dim}")
+    if cfg.lr != base.lr:
+        tags.append(f"lr{cfg.lr:g}")
     if cfg.scale_param != base.scale_param:
         tags.append(cfg.scale_param)
     return "-".join([name, *tags])
