@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from conftest import make_tiny_mm, tiny_batch, tiny_modality
 from mmvae_lite import build_model, get_config
 from mmvae_lite import evaluation as ev
+from mmvae_lite.evaluation import classifiers as ev_classifiers
 from mmvae_lite import plotting as pl
 from mmvae_lite.distributions import LaplaceLikelihood, Likelihood, Prior
 from mmvae_lite.models import Modality, MultimodalVAE, VAE
@@ -399,7 +400,7 @@ def test_digit_classifier_trains_caches_and_reloads(tmp_path, monkeypatch):
     assert path.is_file()
     state = torch.load(path, weights_only=True)
     assert state["test_accuracy"] == pytest.approx(got.test_accuracy)
-    monkeypatch.setattr(ev, "train_digit_classifier", lambda *a, **k: pytest.fail("should reuse the cache"))
+    monkeypatch.setattr(ev_classifiers, "train_digit_classifier", lambda *a, **k: pytest.fail("should reuse the cache"))
     again = ev.get_digit_classifier("mnist", source="synthetic", cache=tmp_path, verbose=False)
     assert again.test_accuracy == pytest.approx(got.test_accuracy)
     torch.testing.assert_close(ev.predict_digits(again, xte), ev.predict_digits(got, xte))
