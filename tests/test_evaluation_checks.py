@@ -116,7 +116,7 @@ def test_evaluate_mnist_svhn_refuses_bad_sizes_before_any_work():
     data = {"mnist": torch.rand(4, 1, 28, 28), "svhn": torch.rand(4, 3, 32, 32), "label": torch.arange(4)}
     for kwargs, message in (({"K": 0}, "K must be an integer >= 1 or None, got 0"),
                             ({"n_coherence": -1}, "n_coherence must be"),
-                            ({"n_likelihood": 0}, "n_likelihood must be"),
+                            ({"n_likelihood": 0}, "n_likelihood must be an integer >= 1, .all. or None, got 0"),
                             ({"n_joint": -5}, "n_joint must be an integer >= 0")):
         with pytest.raises(ValueError, match=message):
             ev.evaluate_mnist_svhn(model, data, classifiers={"mnist": Readout()}, progress=False, verbose=False,

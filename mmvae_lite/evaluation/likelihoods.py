@@ -119,4 +119,4 @@ def likelihood_summary(df: pd.DataFrame) -> pd.DataFrame:
     if not isinstance(df, pd.DataFrame) or df.empty:
         raise ValueError("likelihood_summary needs the non-empty DataFrame that log_likelihoods returns, got "
                          + ("an empty one" if isinstance(df, pd.DataFrame) else type(df).__name__))
-    return pd.DataFrame({"mean": df.mean(), "sem": df.std(ddof=1) / math.sqrt(len(df)), "n": len(df)})
+    return pd.DataFrame({"mean": df.mean(), "sem": df.sem(), "n": len(df)})

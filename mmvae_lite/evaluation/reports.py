@@ -5,6 +5,7 @@ Each returns plain DataFrames (one row per model) plus the seconds spent on each
 """
 from __future__ import annotations
 
+import numbers
 import time
 from typing import Any, Callable, Mapping, Optional
 
@@ -66,8 +67,9 @@ def evaluate_mnist_svhn(model: MultimodalVAE, test_data: Any, train_data: Any = 
                        (n_probe_test, "n_probe_test")):
         check_int(value, arg, none=True)
     check_int(n_joint, "n_joint", minimum=0, none=True)
-    if n_likelihood != "all":
-        check_int(n_likelihood, "n_likelihood", none=True)
+    if n_likelihood != "all" and n_likelihood is not None and not (
+            isinstance(n_likelihood, numbers.Integral) and not isinstance(n_likelihood, bool) and n_likelihood >= 1):
+        raise ValueError(f"n_likelihood must be an integer >= 1, 'all' or None, got {n_likelihood!r}")
     timings: dict[str, float] = {}
     out: dict[str, pd.DataFrame] = {}
     K = K or (20 if quick else 1000)
