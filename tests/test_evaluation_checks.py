@@ -6,7 +6,6 @@ import re
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -147,8 +146,10 @@ def test_empty_batches_and_data_of_no_known_kind(tiny_mm):
         ev.latent_embedding(tiny_mm, {"c": torch.zeros(3, 2)})
     with pytest.raises(TypeError, match="data must be a dataset .* got int"):
         ev.kl_per_dimension(tiny_mm, 7)
-    with pytest.raises(TypeError, match="must yield dict batches name -> Tensor, got a tuple"):
+    with pytest.raises(ValueError, match=r"data yields \(inputs, labels\) pairs, which need a single-modality model"):
         ev.kl_per_dimension(tiny_mm, [(torch.zeros(2, 3), torch.zeros(2))])
+    with pytest.raises(TypeError, match="data must yield dict batches name -> Tensor, got a str"):
+        ev.kl_per_dimension(tiny_mm, ["a", "b"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,3 +250,33 @@ def test_classifier_messages_name_paths_from_the_data_directory(tmp_path, monkey
     out = capsys.readouterr().out + "".join(str(w.message) for w in caught)
     assert out.count("mydata/derived/classifiers/mnist_synthetic.pt") == 4, out
     assert str(tmp_path) not in out and not re.search(r"(^|\s)/\S*mnist_synthetic", out), out
+
+
+# ---------------------------------------------------------------------------------------------
+# Data types and DataLoader-style batches
+# ---------------------------------------------------------------------------------------------
+def test_digit_classifier_reads_8bit_and_float64_images():
+    torch.manual_seed(0)
+    clf = ev.DigitClassifier(1, 28).eval()
+    x8 = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    x = x8.float() / 255
+    expected = ev.predict_digits(clf, x)
+    assert torch.equal(ev.predict_digits(clf, x8), expected)
+    assert torch.equal(ev.predict_digits(clf, x.double()), expected)
+
+
+def test_image_label_pairs_as_a_dataloader_yields_them():
+    torch.manual_seed(0)
+    clf = ev.DigitClassifier(1, 28).eval()
+    x, y = torch.rand(10, 1, 28, 28), torch.randint(10, (10,))
+    pairs = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    assert ev.classifier_accuracy(clf, pairs, "mnist") == ev.classifier_accuracy(clf, {"mnist": x}, "mnist", labels=y)
+
+
+def test_labels_length_is_checked_against_examples_not_batches(tiny_mm):
+    b, y = labelled(12)
+    batches = [{k: v[i:i + 4] for k, v in b.items()} for i in range(0, 12, 4)]   # 3 batches of 4
+    kw = dict(labels=y, mean_latent=True)
+    assert ev.cross_coherence(tiny_mm, batches, clfs(), **kw) == ev.cross_coherence(tiny_mm, b, clfs(), **kw)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(b["a"], y), batch_size=5)
+    assert ev.examples.num_examples(loader) == 12

@@ -34,7 +34,8 @@ class DigitClassifier(nn.Module):
     conv 3x3 (16) - BN - ReLU - maxpool - conv 3x3 (32) - BN - ReLU - maxpool - FC 128 - ReLU -
     dropout - FC 10 (logits). About 1.2 M multiply-adds per MNIST image: one epoch over MNIST
     reaches about 99% test accuracy.
-    Inputs may have any leading dims: ``(*lead, C, H, W) -> (*lead, 10)``.
+    Inputs may have any leading dims: ``(*lead, C, H, W) -> (*lead, 10)``; 8-bit (uint8) images are
+    read as 0..255, other float types are cast to the network's.
 
     Performance: the convolutions run in ``channels_last`` memory format (weights and input),
     which halves the CPU time of a forward pass (pooling and convolution over NHWC); the values
@@ -56,6 +57,9 @@ class DigitClassifier(nn.Module):
         self.source: str = ""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():              # 8-bit images: 0..255
+            x = x.float() / 255.0
+        x = x.to(self.head[-1].weight.dtype)       # e.g. float64 images for a float32 network
         lead = x.shape[:-3]
         h = ((x.reshape(-1, *x.shape[-3:]) - 0.5) * 2.0).contiguous(memory_format=torch.channels_last)
         return self.head(self.features(h)).reshape(*lead, self.num_classes)

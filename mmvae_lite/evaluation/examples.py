@@ -20,7 +20,10 @@ _LABEL_KEYS = ("label", "labels")
 
 
 def num_examples(data: Any) -> Optional[int]:
-    """The number of examples in ``data`` when it can be known without reading it, else None."""
+    """The number of examples in ``data`` when it can be known without reading it, else None.
+
+    A plain iterable of batches (a list, a generator) has no known count: its length counts batches.
+    """
     if isinstance(data, torch.Tensor):
         return int(data.shape[0]) if data.dim() else 0
     if isinstance(data, Mapping):
@@ -28,10 +31,18 @@ def num_examples(data: Any) -> Optional[int]:
             if isinstance(v, torch.Tensor):
                 return int(v.shape[0]) if v.dim() else 0
         return None
-    try:
-        return len(data)
-    except TypeError:
-        return None
+    if isinstance(data, torch.utils.data.DataLoader):
+        sampler = data.batch_sampler.sampler if data.batch_sampler is not None else data.sampler
+        try:
+            return None if data.drop_last else len(sampler)
+        except TypeError:
+            return None
+    if hasattr(data, "get_batch") or hasattr(data, "batches"):
+        try:
+            return len(data)
+        except TypeError:
+            return None
+    return None
 
 
 def total_examples(data: Any, max_examples: Optional[int]) -> Optional[int]:
@@ -59,7 +70,8 @@ def iterate_examples(data: Any, batch_size: int = 256, *, names: Optional[Sequen
 
     Args:
         data: a dataset (``get_batch`` / ``batches``), a dict ``name -> Tensor``, a tensor (needs
-            exactly one name in ``names``), or an iterable of dict batches.
+            exactly one name in ``names``), or an iterable of dict batches (for one name also of
+            tensors or ``(inputs, labels)`` pairs, as a DataLoader over image-label items yields).
         batch_size: examples per batch (>= 1).
         names: keep only these keys of each batch (the model's modalities).
         labels: (N,) labels aligned with ``data``; default ``data.labels`` or a ``"label"`` key.
@@ -125,6 +137,10 @@ def iterate_examples(data: Any, batch_size: int = 256, *, names: Optional[Sequen
             raise _bad_data(data, arg) from None
     seen = 0
     for b in it:
+        if isinstance(b, (tuple, list)) and len(b) == 2 and all(isinstance(t, torch.Tensor) for t in b):
+            if names is None or len(names) != 1:
+                raise ValueError(f"{arg} yields (inputs, labels) pairs, which need a single-modality model")
+            b = {names[0]: b[0], "label": b[1]}          # e.g. a DataLoader over (image, label) items
         if isinstance(b, torch.Tensor):
             if names is None or len(names) != 1:
                 raise ValueError(f"{arg} yields tensor batches, which need a single-modality model")
