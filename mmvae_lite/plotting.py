@@ -64,7 +64,10 @@ def image_grid(images: Union[torch.Tensor, np.ndarray], nrow: int = 8, pad: int 
     """
     nrow = check_int(nrow, "nrow")
     pad = check_int(pad, "pad", minimum=0)
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).detach().float().cpu()
+    try:
+        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).detach().float().cpu()
+    except (TypeError, ValueError):
+        raise TypeError(f"images must be a tensor or an array of numbers, got {type(images).__name__}") from None
     if x.dim() == 5:
         nrow = x.shape[1]
         x = x.reshape(-1, *x.shape[2:])
@@ -371,6 +374,8 @@ def caption_table(columns: Mapping[str, Any], vocab: Any, max_rows: Optional[int
             return vocab.decode(ids)
         words = []
         for i in torch.as_tensor(ids).flatten().tolist():
+            if not 0 <= i < len(vocab):
+                raise ValueError(f"token id {i} is outside the vocabulary of {len(vocab)} words")
             w = vocab[i]
             if w == "<eos>":
                 break

@@ -97,6 +97,13 @@ def _calls(m, vae):
                           r"classifiers must name at least one of the model's modalities \['a', 'b'\]"),
         "single-class probe": (lambda: ev.latent_accuracy(m, b, b, train_labels=torch.zeros(20),
                                                           test_labels=y), "a single class"),
+        "NaN labels": (lambda: ev.cross_coherence(m, b, clfs(), labels=torch.full((20,), float("nan"))),
+                       "labels must be whole class numbers"),
+        "unequal sizes": (lambda: ev.kl_per_dimension(m, {"a": b["a"], "b": b["b"][:7]}),
+                          r"the tensors of data must hold the same number of examples, got \{'a': 20, 'b': 7\}"),
+        "CCA NaN": (lambda: ev.CCA.fit(np.full((5, 2), np.nan), np.ones((5, 2))), "CCA views must be finite"),
+        "wrong image size": (lambda: ev.predict_digits(ev.DigitClassifier(1, 28), torch.rand(2, 3, 32, 32)),
+                             r"this DigitClassifier reads 1x28x28 images \(..., C, H, W\), got shape \(2, 3, 32, 32\)"),
     }
 
 
@@ -108,6 +115,15 @@ def test_bad_sizes_raise_value_errors_that_name_the_argument(case):
     call, message = _calls(make_tiny_mm(), VAE(tiny_modality("a", 3, 2), Prior(2)))[case]
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_coherence_names_a_classifier_for_the_wrong_images():
+    model = build_model(get_config("mnist-svhn", "quick", latent_dim=2))
+    data = {"mnist": torch.rand(4, 1, 28, 28), "svhn": torch.rand(4, 3, 32, 32)}
+    wrong = {"mnist": ev.DigitClassifier(3, 32), "svhn": ev.DigitClassifier(3, 32)}
+    with pytest.raises(ValueError, match=r"classifiers\['mnist'\] reads 3x32x32 images but modality 'mnist' has "
+                                         r"events of shape 1x28x28"):
+        ev.coherence(model, data, wrong, labels=torch.arange(4))
 
 
 def test_evaluate_mnist_svhn_refuses_bad_sizes_before_any_work():

@@ -66,6 +66,10 @@ def test_image_grids_refuse_bad_sizes():
         pl.to_rgb(torch.rand(8, 8))
     with pytest.raises(ValueError, match="max_rows must be an integer >= 0 or None"):
         pl.caption_table({"in": torch.tensor([[3, 2]])}, ["<exc>", "<pad>", "<eos>", "a"], max_rows=-1)
+    with pytest.raises(ValueError, match="token id 9 is outside the vocabulary of 4 words"):
+        pl.caption_table({"in": torch.tensor([[9, 2]])}, ["<exc>", "<pad>", "<eos>", "a"])
+    with pytest.raises(TypeError, match="images must be a tensor or an array of numbers, got str"):
+        pl.show_images("abc")
 
 
 def test_table_plots_name_the_missing_columns():

@@ -56,10 +56,17 @@ class DigitClassifier(nn.Module):
         self.test_accuracy: Optional[float] = None
         self.source: str = ""
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.size, self.size)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not x.is_floating_point():              # 8-bit images: 0..255
             x = x.float() / 255.0
         x = x.to(self.head[-1].weight.dtype)       # e.g. float64 images for a float32 network
+        if x.dim() < 3 or tuple(x.shape[-3:]) != self.image_shape:
+            raise ValueError(f"this DigitClassifier reads {'x'.join(map(str, self.image_shape))} images "
+                             f"(..., C, H, W), got shape {tuple(x.shape)}")
         lead = x.shape[:-3]
         h = ((x.reshape(-1, *x.shape[-3:]) - 0.5) * 2.0).contiguous(memory_format=torch.channels_last)
         return self.head(self.features(h)).reshape(*lead, self.num_classes)

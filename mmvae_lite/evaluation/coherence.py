@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ..models import MultimodalVAE
 from .checks import check_int, require_multimodal
-from .classifiers import predictions
+from .classifiers import DigitClassifier, predictions
 from .examples import iterate_examples, total_examples
 from .latent import decoded_mean
 from .runtime import Progress, device_of, evaluation_mode, seeded
@@ -35,6 +35,11 @@ def _targets(model: MultimodalVAE, classifiers: Any, fn: str) -> list[str]:
     if not targets:
         raise ValueError(f"{fn}: classifiers must name at least one of the model's modalities {model.names}, "
                          f"got {sorted(classifiers)}")
+    for t in targets:
+        shape = tuple(model.modalities[t].event_shape)
+        if isinstance(classifiers[t], DigitClassifier) and classifiers[t].image_shape != shape:
+            raise ValueError(f"{fn}: classifiers[{t!r}] reads {'x'.join(map(str, classifiers[t].image_shape))} "
+                             f"images but modality {t!r} has events of shape {'x'.join(map(str, shape))}")
     return targets
 
 

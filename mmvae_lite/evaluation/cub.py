@@ -184,6 +184,8 @@ class CCA:
         y = np.asarray(torch.as_tensor(y).double().cpu()) if isinstance(y, torch.Tensor) else np.asarray(y, np.float64)
         if x.ndim != 2 or y.ndim != 2:
             raise ValueError(f"CCA views must be 2-D (examples, features), got shapes {x.shape} and {y.shape}")
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise ValueError("CCA views must be finite; x or y holds NaN or infinite values")
         if len(x) != len(y) or len(x) < 2:
             raise ValueError(f"CCA needs the same number (>= 2) of rows in both views, got {len(x)} and {len(y)}")
         mx, my = x.mean(0), y.mean(0)

@@ -57,6 +57,14 @@ def batch_size_of(batch: Mapping[str, torch.Tensor]) -> int:
     return int(next(iter(batch.values())).shape[0])
 
 
+def _class_labels(labels: Any) -> torch.Tensor:
+    """Labels as a LongTensor; float labels must hold whole numbers (NaN or 2.5 is no class)."""
+    y = torch.as_tensor(labels)
+    if y.is_floating_point() and not bool((y == y.round()).all()):
+        raise ValueError("labels must be whole class numbers; got non-integer or NaN values")
+    return y.long()
+
+
 def _bad_data(data: Any, arg: str) -> TypeError:
     return TypeError(f"{arg} must be a dataset (with get_batch or batches), a dict name -> Tensor, a Tensor, or an "
                      f"iterable of dict batches; got {type(data).__name__}")
@@ -95,7 +103,11 @@ def iterate_examples(data: Any, batch_size: int = 256, *, names: Optional[Sequen
         labels = data.get("label", data.get("labels"))
     if labels is None and not isinstance(data, Mapping):
         labels = getattr(data, "labels", None)
-    labels = torch.as_tensor(labels).long() if labels is not None else None
+    labels = _class_labels(labels) if labels is not None else None
+    if isinstance(data, Mapping):
+        sizes = {k: int(v.shape[0]) if v.dim() else 0 for k, v in data.items() if isinstance(v, torch.Tensor)}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"the tensors of {arg} must hold the same number of examples, got {sizes}")
     n = num_examples(data)
     if n == 0:
         raise ValueError(f"{arg} holds no examples")
@@ -159,7 +171,7 @@ def iterate_examples(data: Any, batch_size: int = 256, *, names: Optional[Sequen
             bs = cut
         if bs <= 0:
             break
-        yield out(b, torch.as_tensor(y).long() if y is not None else None)
+        yield out(b, _class_labels(y) if y is not None else None)
         seen += bs
         if max_examples is not None and seen >= max_examples:
             break
