@@ -5,8 +5,9 @@ likelihood mean of x_t, classify it, compare with the label of the pair. *Joint*
 decode every modality, count the samples whose predicted digits all agree. Fractions in [0, 1].
 
 Performance: every batch is one stacked encode (all sources), one decoder call and one classifier
-call per target on the (sources x batch) stack, and the hits are counted on the model's device, so
-an accelerator is never synchronised with the host inside the loop.
+call per target on the (sources x batch) stack, and the hits are counted where the classifier
+runs, so an accelerator is never synchronised with the host inside the loop. ``progress=True``
+shows a bar for each part.
 """
 from __future__ import annotations
 
