@@ -104,7 +104,7 @@ KNOWN_FILES: dict[str, KnownFile] = {
         KnownFile("cub/text_testclasses.txt", ("cub/text_testclasses.txt",), "sha256",
                   "839b13171b614b12efb08737dcbab3bd0f1d0dfe8700cfb4fd0d68233b42c7fd", 2284795,
                   "data_prep.cub", "sha256 of the file in iffsid/mmvae (git blob e392e3de...)",
-                  "https://raw.githubusercontent.com/iffsid/mmvae/master/data/cub/text_testclasses.txt"),
+                  "https://raw.githubusercontent.com/iffsid/mmvae/public/data/cub/text_testclasses.txt"),
         KnownFile("cub/text_trainvalclasses.txt", ("cub/text_trainvalclasses.txt",),
                   "git-blob-sha1", "de172dbd09a07014c94b1c86f340b26fbf150092", None,
                   "data_prep.cub",
