@@ -54,11 +54,13 @@ def torch_load(path: "str | Path", what: str = "checkpoint", map_location: Any =
     and any non-tensor object as an ``UnpicklingError`` that suggests ``weights_only=False``; all
     become a :class:`CheckpointError` saying the file is not a readable ``what``.
     """
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"a {what} path must be a str or pathlib.Path, got {type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no {what} at {path}")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, not a {what} file")
+        raise CheckpointError(f"{path} is a directory; expected a {what} file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (KeyboardInterrupt, MemoryError):
@@ -117,8 +119,8 @@ def read_checkpoint(path: "str | Path", map_location: Any = "cpu") -> dict[str, 
     Raises :class:`CheckpointError` naming the file when it is unreadable, not a trainer
     checkpoint (bare weights point to :func:`load_weights`), of a newer version, or incomplete.
     """
-    path = Path(path)
     state = torch_load(path, "checkpoint", map_location)
+    path = Path(path)
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not an mmvae_lite trainer checkpoint")
     fmt = state.get("format")

@@ -213,15 +213,25 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     run_dir = Path(args.out) / run_name(cfg)
     try:
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise RunFolderError(f"--out {args.out} is a file; give a folder for the runs")
         prepare_run_folder(run_dir, cfg, resume=args.resume, overwrite=args.overwrite)
     except RunFolderError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from .data import experiment_data
+    from . import data
 
-    train, test, cfg = experiment_data(cfg, root=args.data_root, standin=args.standin)
+    try:
+        train, test, cfg = data.experiment_data(cfg, root=args.data_root, standin=args.standin)
+    except getattr(data, "DataError", RuntimeError) as e:   # missing/corrupt files: the message says what to do
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     model = build_model(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: cannot create the run folder {run_dir}: {e.strerror or e}", file=sys.stderr)
+        return 2
     eval_fn = {"m_dreg_stratified": "m_iwae_stratified", "m_dreg_mixture": "m_iwae_mixture", "dreg": "iwae"}
     trainer = Trainer(model, get_objective(cfg.objective, cfg.gradient), K=cfg.K, lr=cfg.lr, amsgrad=cfg.amsgrad,
                       batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, bf16=cfg.bf16,

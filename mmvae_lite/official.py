@@ -140,7 +140,7 @@ def load_official(source: "Union[str, Path, StateDict]", experiment: str = "mnis
     if experiment not in _RULES:
         raise ValueError(f"no official checkpoint layout for {experiment!r}; known: {sorted(_RULES)}")
     where = str(source) if isinstance(source, (str, Path)) else "the state_dict given"
-    sd = torch_load(source, "checkpoint of the authors") if isinstance(source, (str, Path)) else source
+    sd = torch_load(source, "authors' checkpoint") if isinstance(source, (str, Path)) else source
     if isinstance(sd, Mapping) and "state_dict" in sd and not any(str(k).startswith("vaes.") for k in sd):
         sd = sd["state_dict"]
     if isinstance(sd, Mapping) and sd.get("format") in (FORMAT, LEGACY_FORMAT):

@@ -107,7 +107,7 @@ def model_batch(batch: Any, model: nn.Module) -> Any:
     * a tensor: as it is (a single-modality model);
     * a tuple or list, as ``DataLoader``'s default collate makes of dataset items: one entry per
       modality in the model's order (:attr:`~mmvae_lite.models.MultimodalVAE.names`), each a
-      tensor or a ``(tensor, labels)`` pair, optionally followed by labels (a 1-D integer tensor).
+      tensor or a ``(tensor, labels)`` pair, with or without labels (1-D integer tensors, dropped).
 
     Models other than :class:`~mmvae_lite.models.VAE` / :class:`~mmvae_lite.models.MultimodalVAE`
     get the batch unchanged.
@@ -121,9 +121,8 @@ def model_batch(batch: Any, model: nn.Module) -> Any:
         return batch
     if isinstance(batch, (list, tuple)):
         parts = [p[0] if isinstance(p, (list, tuple)) and len(p) == 2 and _is_labels(p[1]) else p for p in batch]
+        parts = [p for p in parts if not _is_labels(p)]     # labels (B,); data is (B, *event), never 1-D integers
         n = max(len(names), 1)
-        if len(parts) == n + 1 and _is_labels(parts[-1]):
-            parts = parts[:-1]
         if len(parts) == n and all(isinstance(p, torch.Tensor) for p in parts):
             return dict(zip(names, parts)) if names else parts[0]
         kinds = [type(p).__name__ if not isinstance(p, torch.Tensor) else f"Tensor{tuple(p.shape)}" for p in batch]
@@ -154,6 +153,10 @@ def iterate_batches(data: Any, batch_size: int, shuffle: bool = True, generator:
     if isinstance(data, (torch.Tensor, Mapping)):
         if isinstance(data, Mapping) and not data:
             return
+        if isinstance(data, Mapping):
+            lengths = {k: (len(v) if hasattr(v, "__len__") else None) for k, v in data.items()}
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"the fields of the data have different lengths {lengths}: one row per example")
         first = data if isinstance(data, torch.Tensor) else next(iter(data.values()))
         n = first.shape[0]
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
@@ -262,7 +265,12 @@ class NonFiniteError(RuntimeError):
 def atomic_save(obj: Any, path: "str | Path") -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save to {path}: it is a directory; give a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(f"cannot save to {path}: a parent of it is a file, not a folder") from None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
@@ -307,7 +315,8 @@ class History:
 
     def to_frame(self):  # pandas is a dependency of the package
         import pandas as pd
-        return pd.DataFrame(self.to_dicts()).set_index("epoch")
+        columns = ["epoch", "train", "test", "seconds"]
+        return pd.DataFrame(self.to_dicts(), columns=columns).set_index("epoch")
 
 
 class Trainer:
@@ -382,6 +391,9 @@ class Trainer:
         # on CPU, hand fragmented heap memory back after steps that grew it (see HeapTrimmer)
         self.heap = HeapTrimmer() if (trim_heap and self.device.type == "cpu") else None
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        if self.checkpoint is not None and self.checkpoint.is_dir():
+            raise ValueError(f"checkpoint must be a file path, and {self.checkpoint} is a directory "
+                             f"(e.g. give {self.checkpoint / 'checkpoint.pt'})")
         self.config = dict(config) if config is not None else {}
         self.epoch = 0
         self.step = 0
@@ -403,9 +415,15 @@ class Trainer:
         :meth:`_check_pending`, and the step never waits for the device.
         """
         batch = model_batch(batch, self.model)
+        if batch_rows(batch) == 0:
+            raise ValueError("train_step: an empty batch (0 examples)")
         self.model.train()
         with self._autocast():
             value = self.objective(self.model, batch, self.K)
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TypeError(f"the objective {getattr(self.objective, '__name__', self.objective)!r} must return a "
+                            f"0-d tensor (the batch mean of the bound, to maximise), got {got}")
         loss = -value
         if check and not torch.isfinite(loss):
             raise self._loss_error(loss.item(), self.epoch + 1, self.step)
@@ -580,8 +598,8 @@ class Trainer:
         and the optimiser keeps the checkpoint's learning rate. Bare weights:
         :func:`~mmvae_lite.checkpoint.load_weights`.
         """
-        path = Path(path)
         state = read_checkpoint(path, map_location=self.device)
+        path = Path(path)
         problems = (model_differences(state, self.model, self.config)
                     + parameter_differences(state["model"], self.model)
                     + optimizer_differences(state["optimizer"], self.optimizer))

@@ -337,7 +337,7 @@ def test_load_official_on_files_that_are_not_the_authors(saved, tmp_path):
     _, ckpt = saved
     rand = tmp_path / "random.bin"
     rand.write_bytes(os.urandom(500))
-    with pytest.raises(CheckpointError, match="random.bin is not a readable checkpoint of the authors") as e:
+    with pytest.raises(CheckpointError, match="random.bin is not a readable authors' checkpoint") as e:
         load_official(rand)
     assert "weights_only=False" not in str(e.value)
     with pytest.raises(CheckpointError, match=r"is an mmvae_lite trainer checkpoint, .* Trainer.load"):
@@ -377,3 +377,25 @@ def test_single_modality_trainer_checkpoint_round_trip(tmp_path):
     state = read_checkpoint(tr.save(tmp_path / "v.pt"))
     assert state["model_info"] == {"class": "VAE", "kind": "vae", "modalities": ["x"], "event_shapes": {"x": [3]},
                                    "latent_dim": 2, "family": "laplace"}
+
+
+# -- found by the fresh sweep --------------------------------------------------------------------
+def test_sweep_findings(tmp_path):
+    tr = _trainer()
+    with pytest.raises(ValueError, match=r"different lengths \{'a': 8, 'b': 12\}"):
+        tr.fit({"a": torch.randn(8, 3), "b": torch.randn(12, 5)}, 1)
+    with pytest.raises(ValueError, match="an empty batch"):
+        tr.train_step({"a": torch.zeros(0, 3), "b": torch.zeros(0, 5)})
+    with pytest.raises(TypeError, match="must return a 0-d tensor .* got float"):
+        Trainer(make_tiny_mm(), lambda m, b, K: 1.0, device="cpu", progress=False, verbose=False).train_step(_data(4))
+    with pytest.raises(ValueError, match="is a directory"):
+        _trainer(checkpoint=tmp_path)
+    with pytest.raises(TypeError, match="checkpoint path must be a str or pathlib.Path, got NoneType"):
+        tr.load(None)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="a parent of it is a file"):
+        tr.save(tmp_path / "file" / "c.pt")
+    assert list(tr.history.to_frame().columns) == ["train", "test", "seconds"]     # empty history: empty frame
+    # one modality and labels given to a two-modality model: the message counts them
+    with pytest.raises(TypeError, match=r"a batch of 2 entries \(Tensor\(4, 3\), Tensor\(4,\)\) for a model of 2"):
+        tr.train_step([torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)])
