@@ -34,7 +34,7 @@ class Encoder(nn.Module):
     """Base class: subclasses set ``event_shape`` and implement ``_body`` (one batch dim)."""
 
     event_shape: tuple[int, ...]
-    token_input: bool = False   # True: integer token ids (no float dtype check)
+    float_input: bool = False   # True: takes floats of its parameters' dtype (checked); False: not declared
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_input(x)
@@ -51,7 +51,7 @@ class Encoder(nn.Module):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() < len(event) + 1 or tuple(x.shape[x.dim() - len(event):]) != event:
             raise ValueError(f"{name}: expected input of shape (*batch, {', '.join(map(str, event))}), got {tuple(x.shape)}")
-        if self.token_input:
+        if not self.float_input:
             return
         want = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
         if x.dtype != want and not (x.is_floating_point() and autocast_enabled(x.device.type)):
@@ -260,6 +260,8 @@ class ConvEncoder(Encoder):
     """A CNN encoder: subclasses set ``body`` (conv stack), ``heads`` (conv to 2L channels at 1x1)
     and ``latent_dim``."""
 
+    float_input = True
+
     def _body(self, x: torch.Tensor) -> torch.Tensor:
         return self.heads(self.body(_channels_last(x))).view(-1, 2, self.latent_dim)
 
@@ -280,6 +282,7 @@ class MNISTEncoder(Encoder):
     """1x28x28 -> FC 400 ReLU -> (FC L, FC L)."""
 
     event_shape = (1, 28, 28)
+    float_input = True
 
     def __init__(self, latent_dim: int, hidden: int = 400) -> None:
         super().__init__()
@@ -353,6 +356,8 @@ def _mlp(sizes: Sequence[int], act: type[nn.Module] = nn.ELU, last_act: bool = T
 class FeatureEncoder(Encoder):
     """2048 -> FC 1024 ELU -> 512 ELU -> 256 ELU -> (FC L, FC L)."""
 
+    float_input = True
+
     def __init__(self, latent_dim: int, in_dim: int = 2048, hidden: Sequence[int] = (1024, 512, 256)) -> None:
         super().__init__()
         self.event_shape = (in_dim,)
@@ -394,7 +399,6 @@ class SentenceEncoder(Encoder):
         if max_len != 32 or emb_dim != 128:
             raise ValueError("the Table 6(d) conv stack needs max_len=32 and emb_dim=128")
         self.event_shape = (max_len,)
-        self.token_input = True
         self.embedding = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_idx)
         c = base
         self.body = nn.Sequential(

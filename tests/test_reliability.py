@@ -399,3 +399,23 @@ def test_sweep_findings(tmp_path):
     # one modality and labels given to a two-modality model: the message counts them
     with pytest.raises(TypeError, match=r"a batch of 2 entries \(Tensor\(4, 3\), Tensor\(4,\)\) for a model of 2"):
         tr.train_step([torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)])
+
+
+def test_encoders_that_do_not_declare_float_input_take_any_dtype():
+    """A user's token encoder (an Encoder subclass) is not refused integer input by the base class."""
+    from mmvae_lite.networks import Encoder
+
+    class Tokens(Encoder):
+        event_shape = (4,)
+
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+
+        def _body(self, x):
+            return self.emb(x).mean(1).view(-1, 2, 2)
+
+    loc, _ = Tokens()(torch.randint(10, (3, 4)))
+    assert loc.shape == (3, 2)
+    with pytest.raises(ValueError, match=r"Tokens: expected input of shape \(\*batch, 4\)"):
+        Tokens()(torch.randint(10, (3, 5)))
