@@ -90,3 +90,25 @@ def test_every_shipped_model_loads_and_reproduces_its_recorded_coherence(name):
     got = pt.check_coherence(model, test)
     for key, want in record["check"].items():
         assert abs(got[key] - want) <= 0.02, (key, got[key], want)
+
+
+def test_an_installed_package_downloads_and_verifies_the_weights(registry, monkeypatch):
+    """Without the checkout, the files come from $MMVAE_LITE_WEIGHTS_URL (here a loopback server)."""
+    from data_prep.serve_mirror import serving
+    cfg, model = _tiny_model()
+    served = registry / "served"
+    f = pt.export(model, cfg, "tiny", served)[0]
+    monkeypatch.delenv("MMVAE_LITE_OFFLINE")
+    (registry / "data").mkdir()
+    with serving(served) as url:
+        monkeypatch.setenv(pt.URL_ENV, url)
+        loaded = ml.pretrained("tiny", root=registry / "data", progress=False)
+        assert (registry / "data" / "pretrained" / "tiny" / "weights.pt").is_file()
+        # a file altered on the server is refused and not kept
+        path = served / "tiny" / "weights.pt"
+        path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+        (registry / "data" / "pretrained" / "tiny" / "weights.pt").unlink()
+        with pytest.raises(pt.PretrainedError, match=f"weights.pt.*{f.sha256}"):
+            ml.pretrained("tiny", root=registry / "data", progress=False)
+    assert not (registry / "data" / "pretrained" / "tiny" / "weights.pt").exists()
+    assert set(loaded.state_dict()) == set(model.state_dict())
