@@ -5,32 +5,28 @@
 * ``python -m data_prep.cub [--root DIR] [--features]`` -- the MMVAE release of CUB (images
   and captions), optional ResNet-101 features.
 * ``python -m data_prep.make_figure --out FILE.png`` -- a picture of the offline stand-ins.
+* ``python -m data_prep.serve_mirror --dir DIR -- CMD ...`` -- run CMD with a loopback HTTP
+  mirror of the data directory DIR (``$MMVAE_LITE_MIRROR``): how CI fills a fresh data
+  directory through the same download path a new machine uses.
 
-Each accepts ``--check`` to report, without network access, which files are present,
-missing or corrupt. The shared helpers below download with a progress bar, verify
-checksums, and turn network failures into one clear message and exit code 1.
+Each fetch script accepts ``--check`` to report, without network access, which files are
+present, missing or corrupt (every present file is hashed). Downloads go through
+:func:`mmvae_lite.data.fetch_file` (progress bar, checksum, atomic rename); network failures
+become one clear message and exit code 1.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
-import socket
 import sys
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Optional, Sequence
 
+from mmvae_lite.data.download import DownloadError as NetworkError
+from mmvae_lite.data.download import fetch_file
+
 __all__ = ["NetworkError", "download", "prepare_root", "print_status", "add_common_args"]
-
-_USER_AGENT = "mmvae_lite-data-prep/0.1 (+https://github.com/)"
-
-
-class NetworkError(RuntimeError):
-    """A download failed (no connection, HTTP error, timeout...)."""
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -58,82 +54,42 @@ def prepare_root(root: Optional[Path]) -> Path:
 
 
 def print_status(root: Path, keys: Sequence[str]) -> bool:
-    """Print present/missing/corrupt for the given known files; True if all are ok."""
-    from mmvae_lite.data import KNOWN_FILES, file_status
+    """Hash and print present/missing/corrupt for the given known files; True if all are ok.
 
-    status = file_status(root)
+    Paths are printed relative to the data directory; a missing file's line gives its expected
+    checksum."""
+    from mmvae_lite.data import KNOWN_FILES, file_status, find_file, shown
+
+    status = file_status(root, keys, trust_record=False)
     ok = True
-    print(f"data directory: {root}")
+    print(f"data directory: {shown(root)}")
     for key in keys:
         state, detail = status[key]
         spec = KNOWN_FILES[key]
         mark = {"ok": "ok     ", "missing": "MISSING", "corrupt": "CORRUPT"}[state]
         line = f"  [{mark}] {key}"
         if state == "ok":
-            line += f"  ({detail}; {spec.algo} verified)"
-        elif state == "corrupt":
+            found = find_file(key, root)
+            rel = found.relative_to(root).as_posix() if found is not None else key
+            line += f"  ({'' if rel == key else f'as {rel}; '}{spec.algo} verified)"
+        elif state == "missing":
+            line += f"  (expected {spec.algo} {spec.digest})"
+        else:
             line += f"\n            {detail}"
         print(line)
         ok = ok and state == "ok"
     return ok
 
 
-def _md5_or_sha(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(urls: Sequence[str], dest: Path, *, md5: Optional[str] = None,
-             sha256: Optional[str] = None, timeout: float = 60.0) -> Path:
-    """Download the first reachable URL of ``urls`` to ``dest`` with a tqdm progress bar.
-
-    The file is written to a temporary name and moved into place only when complete and,
-    if given, its md5/sha256 matches.
+             sha256: Optional[str] = None) -> Path:
+    """Download the first reachable URL of ``urls`` to ``dest`` (progress bar, checksum when
+    given, atomic): :func:`mmvae_lite.data.fetch_file`.
 
     Raises:
-        NetworkError: no URL could be downloaded (message lists every failure).
+        NetworkError: no URL could be downloaded (the message lists every failure).
     """
-    from tqdm import tqdm
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for url in urls:
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        tmp = Path(tmp_name)
-        try:
-            req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-            with urllib.request.urlopen(req, timeout=timeout) as resp, os.fdopen(fd, "wb") as out:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                          desc=dest.name, leave=True) as bar:
-                    while True:
-                        chunk = resp.read(1 << 20)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        bar.update(len(chunk))
-            for algo, want in (("md5", md5), ("sha256", sha256)):
-                if want is not None:
-                    got = _md5_or_sha(tmp, algo)
-                    if got != want:
-                        raise NetworkError(f"{url}: downloaded file has {algo} {got}, expected {want}")
-            os.replace(tmp, dest)
-            return dest
-        except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError,
-                NetworkError, OSError) as e:
-            reason = getattr(e, "reason", None) or e
-            errors.append(f"{url}: {reason}")
-        finally:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-            if tmp.exists():
-                tmp.unlink()
-    raise NetworkError("could not download " + dest.name + ":\n  " + "\n  ".join(errors))
+    return fetch_file(urls, dest, sha256, md5=md5)
 
 
 def fail(message: str) -> int:

@@ -110,14 +110,14 @@ def fetch_mmvae_release(root: Path) -> None:
         _safe_extract_zip(archive, root)
     except zipfile.BadZipFile:
         archive.unlink()
-        raise RuntimeError(f"{archive} is not a valid zip file (incomplete download?); deleted it, "
+        raise RuntimeError(f"{archive.name} is not a valid zip file (incomplete download?); deleted it, "
                            f"run again") from None
     if not (root / "cub").is_dir() and (root / "data" / "cub").is_dir():
         (root / "data" / "cub").rename(root / "cub")
     for k in CAPTION_KEYS:
         path = find_file(k, root)
         if path is None:
-            raise RuntimeError(f"{k} is not in the downloaded archive {archive}")
+            raise RuntimeError(f"{k} is not in the downloaded archive {archive.name}")
         verify_file(path, k, root)
         print(f"{k}: verified")
     for split, (found, n) in image_status(root).items():
@@ -208,7 +208,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"(optional, made by --features)")
         return 0 if ok else 1
 
-    print(f"data directory: {root}")
+    from mmvae_lite.data import shown
+
+    print(f"data directory: {shown(root)}")
     try:
         fetch_mmvae_release(root)
         if args.caltech:

@@ -11,7 +11,8 @@ from .models import (Modality, MixtureOfExperts, MultimodalVAE, ProductOfExperts
 from .objectives import (dreg, elbo, get_objective, iwae, m_dreg_mixture, m_dreg_stratified, m_elbo_is,
                          m_iwae_mixture, m_iwae_stratified, mvae_elbo)
 from .training import History, NonFiniteError, Trainer, select_device
-from . import data, evaluation, notebook, official, plotting  # noqa: E402  (submodules as attributes)
+from .reference import pretrained, pretrained_record
+from . import data, evaluation, notebook, official, plotting, reference  # noqa: E402  (submodules as attributes)
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,6 @@ __all__ = [
     "Modality", "VAE", "MultimodalVAE", "MixtureOfExperts", "ProductOfExperts",
     "elbo", "iwae", "dreg", "m_elbo_is", "m_iwae_stratified", "m_iwae_mixture", "m_dreg_stratified",
     "m_dreg_mixture", "mvae_elbo", "get_objective",
-    "Trainer", "History", "NonFiniteError", "select_device",
-    "data", "evaluation", "notebook", "official", "plotting",
+    "Trainer", "History", "NonFiniteError", "select_device", "pretrained", "pretrained_record",
+    "data", "evaluation", "notebook", "official", "plotting", "reference",
 ]

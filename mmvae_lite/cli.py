@@ -38,7 +38,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--standin", choices=["auto", "never", "always"], default="auto",
                    help="use offline stand-ins for missing datasets (auto), refuse (never), or always")
     p.add_argument("--out", default="runs", help="folder for checkpoints and histories (default: runs/)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run folder's checkpoint with the same settings (--epochs may raise the total)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in the run folder (its checkpoint, history and metrics) instead of refusing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-eval", action="store_true",
                    help="skip the evaluation after training (default: the paper's tables, written to "
@@ -66,9 +69,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def run_name(cfg: Config) -> str:
-    """``<experiment>-<model>-<preset>``, plus a tag for each modelling choice that differs from the
-    preset (objective, gradient, K, latent size, scale rule), so e.g. the DReG and STL runs of one
-    preset get separate folders: ``mnist-svhn-mmvae-paper-stl``."""
+    """``<experiment>-<model>-<preset>``, plus a tag for each setting that differs from the preset
+    (objective, gradient, K, latent size, lr, scale rule, batch size ``b``, seed, train/test subset
+    ``n``/``t`` with ``all`` for every example, bf16), so e.g. the DReG and STL runs of one preset get
+    separate folders: ``mnist-svhn-mmvae-paper-stl``. The epochs are not in the name: ``--resume
+    --epochs N`` continues a run in its own folder."""
     name = f"{cfg.experiment}-{cfg.model}-{cfg.preset}"
     try:
         base = get_config(cfg.experiment, cfg.preset, model=cfg.model)
@@ -87,31 +92,159 @@ def run_name(cfg: Config) -> str:
         tags.append(f"lr{cfg.lr:g}")
     if cfg.scale_param != base.scale_param:
         tags.append(cfg.scale_param)
+    if cfg.batch_size != base.batch_size:
+        tags.append(f"b{cfg.batch_size}")
+    if cfg.seed != base.seed:
+        tags.append(f"seed{cfg.seed}")
+    if cfg.train_subset != base.train_subset:
+        tags.append(f"n{cfg.train_subset or 'all'}")
+    if cfg.test_subset != base.test_subset:
+        tags.append(f"t{cfg.test_subset or 'all'}")
+    if cfg.bf16 != base.bf16:
+        tags.append("bf16")
     return "-".join([name, *tags])
 
 
+RESUME_MAY_CHANGE = ("epochs", "device", "vocab_size")
+"""Config fields ``--resume`` accepts changed: the total epochs (continuing is what resume is for), the
+device (where, not what), and the vocabulary size (set from the data; the checkpoint's shapes check it)."""
+
+_RUN_FILES = ("checkpoint.pt", "history.json", "metrics.json", "samples.png")
+
+
+class RunFolderError(RuntimeError):
+    """A run folder cannot be used as asked (an existing run, or nothing to resume)."""
+
+
+def _plain_config(cfg: Config) -> dict:
+    return json.loads(json.dumps(cfg.to_dict(), default=str))
+
+
+def settings_differences(saved: dict, cfg: Config) -> list[str]:
+    """The fields of a saved run's config that ``cfg`` changes (but those of :data:`RESUME_MAY_CHANGE`)."""
+    now = _plain_config(cfg)
+    return [f"{k} (saved {saved[k]!r}, now {now[k]!r})" for k in saved
+            if k in now and k not in RESUME_MAY_CHANGE and saved[k] != now[k]]
+
+
+def _other_runs(run_dir: Path, cfg: Config) -> str:
+    """A hint naming the runs of the same experiment, model and preset in the output folder, and what differs."""
+    prefix = f"{cfg.experiment}-{cfg.model}-{cfg.preset}"
+    hints = []
+    parent = run_dir.parent
+    for d in sorted(parent.glob(f"{prefix}*")) if parent.is_dir() else []:
+        if d == run_dir or not (d / "checkpoint.pt").exists():
+            continue
+        try:
+            saved = json.loads((d / "config.json").read_text())
+            differ = settings_differences(saved, cfg)
+            hints.append(f"{d.name} (differs in {', '.join(x.split(' (')[0] for x in differ) or 'epochs only'})")
+        except (OSError, ValueError):
+            hints.append(d.name)
+    return f". Runs of {prefix} in {parent}: {'; '.join(hints[:5])}" if hints else ""
+
+
+def prepare_run_folder(run_dir: Path, cfg: Config, *, resume: bool, overwrite: bool) -> Optional[int]:
+    """Check that the run folder may be used as asked; returns the checkpoint's epoch when resuming.
+
+    Without ``resume`` a folder that holds a run (a checkpoint, history or metrics) is refused unless
+    ``overwrite`` (which then deletes those files). With ``resume`` the checkpoint must exist, its
+    settings (``config.json``, else the checkpoint's config) must equal ``cfg`` but for
+    :data:`RESUME_MAY_CHANGE`, and ``cfg.epochs`` must not be below the checkpoint's epoch.
+    """
+    from .checkpoint import CheckpointError, read_checkpoint
+    ckpt = run_dir / "checkpoint.pt"
+    if resume:
+        if overwrite:
+            raise RunFolderError("--resume continues a run and --overwrite replaces it: give one of them")
+        if not ckpt.exists():
+            what = "folder" if not run_dir.exists() else "checkpoint"
+            raise RunFolderError(f"--resume: no checkpoint at {ckpt} (no such {what}); nothing to resume. "
+                                 f"Start the run without --resume, or check --out and the settings that name the "
+                                 f"folder{_other_runs(run_dir, cfg)}")
+        try:
+            state = read_checkpoint(ckpt)
+        except (CheckpointError, OSError) as e:
+            raise RunFolderError(f"--resume: {e}") from None
+        cfg_file = run_dir / "config.json"
+        try:
+            saved = json.loads(cfg_file.read_text()) if cfg_file.exists() else dict(state.get("config") or {})
+        except (OSError, ValueError) as e:
+            raise RunFolderError(f"--resume: {cfg_file} is not readable JSON ({e})") from None
+        differ = settings_differences(saved, cfg)
+        if differ:
+            raise RunFolderError(f"--resume: the run in {run_dir} was made with other settings: {'; '.join(differ)}. "
+                                 f"Resume with the saved settings (only --epochs may change), or start a new run "
+                                 f"(--overwrite replaces this one, --out DIR writes elsewhere)")
+        epoch = int(state["epoch"])
+        if cfg.epochs < epoch:
+            raise RunFolderError(f"--resume: the checkpoint is at epoch {epoch}, past --epochs {cfg.epochs}; "
+                                 f"give --epochs {epoch} or more")
+        if saved.get("device") != cfg.device:
+            print(f"note: resuming on device {cfg.device or 'auto'} (the run was started with {saved.get('device') or 'auto'})")
+        return epoch
+    existing = [f for f in _RUN_FILES if (run_dir / f).exists()]
+    if existing and not overwrite:
+        detail = ""
+        if ckpt.exists():
+            try:
+                detail = f" (checkpoint at epoch {int(read_checkpoint(ckpt)['epoch'])}"
+            except (CheckpointError, OSError):
+                detail = " (an unreadable checkpoint"
+            detail += ", finished and evaluated)" if (run_dir / "metrics.json").exists() else ")"
+        raise RunFolderError(f"{run_dir} already holds a run{detail}: {', '.join(existing)}. Continue it with --resume "
+                             f"(--epochs N to train longer), replace it with --overwrite, or write elsewhere "
+                             f"with --out DIR")
+    for f in existing:
+        (run_dir / f).unlink()
+    if existing:
+        print(f"overwriting the run in {run_dir} (removed {', '.join(existing)})")
+    return None
+
+
 def run_train(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .training import Trainer, select_device
     try:
         cfg = config_from_args(args)
+        select_device(cfg.device)
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from .data import experiment_data
-    from .training import Trainer
-
-    train, test, cfg = experiment_data(cfg, root=args.data_root, standin=args.standin)
-    model = build_model(cfg)
     run_dir = Path(args.out) / run_name(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    try:
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise RunFolderError(f"--out {args.out} is a file; give a folder for the runs")
+        prepare_run_folder(run_dir, cfg, resume=args.resume, overwrite=args.overwrite)
+    except RunFolderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from . import data
+
+    try:
+        train, test, cfg = data.experiment_data(cfg, root=args.data_root, standin=args.standin)
+    except getattr(data, "DataError", RuntimeError) as e:   # missing/corrupt files: the message says what to do
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    model = build_model(cfg)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: cannot create the run folder {run_dir}: {e.strerror or e}", file=sys.stderr)
+        return 2
     eval_fn = {"m_dreg_stratified": "m_iwae_stratified", "m_dreg_mixture": "m_iwae_mixture", "dreg": "iwae"}
     trainer = Trainer(model, get_objective(cfg.objective, cfg.gradient), K=cfg.K, lr=cfg.lr, amsgrad=cfg.amsgrad,
                       batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, bf16=cfg.bf16,
                       eval_objective=get_objective(eval_fn.get(cfg.objective, cfg.objective)), eval_K=cfg.eval_K,
                       progress=not args.no_progress, checkpoint=run_dir / "checkpoint.pt", config=cfg.to_dict())
-    if args.resume and (run_dir / "checkpoint.pt").exists():
-        trainer.load(run_dir / "checkpoint.pt")
+    if args.resume:
+        try:
+            trainer.load(run_dir / "checkpoint.pt")
+        except (CheckpointError, OSError) as e:
+            print(f"error: --resume: {e}", file=sys.stderr)
+            return 2
         print(f"resumed from {run_dir / 'checkpoint.pt'} at epoch {trainer.epoch}")
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
     print(f"training {cfg.model} on {cfg.experiment} ({cfg.preset} preset): objective {cfg.objective} "
           f"[{cfg.gradient}], K={cfg.K}, batch {cfg.batch_size}, {cfg.epochs} epochs, device {trainer.device}")
     t0 = time.perf_counter()

@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch.distributions import Distribution, Independent, Normal
 
 from .distributions import Family, Likelihood, Prior, ScaleParam, detach_params, make_latent, positive_scale
-from .networks import Decoder, Encoder
+from .networks import Decoder, Encoder, autocast_enabled
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -60,7 +60,29 @@ class Modality(nn.Module):
         """Number of scalars in one observation (784 for MNIST, 3072 for SVHN, 32 for a sentence)."""
         return math.prod(self.event_shape)
 
+    def check_dtype(self, x: torch.Tensor) -> None:
+        """Raise a ``TypeError`` naming the modality when ``x`` has a dtype its encoder cannot take.
+
+        Float modalities take the dtype of the encoder's parameters (float32 unless the model was
+        converted); uint8 images are refused rather than guessed at (the package's images are floats
+        in [0, 1]: ``x.float() / 255``), and float64 is refused rather than silently rounded.
+        Token modalities (``dtype=torch.long``) take integer ids.
+        """
+        if not self.data_dtype.is_floating_point:
+            if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+                raise TypeError(f"modality {self.name!r}: expected integer token ids ({self.data_dtype}), got {x.dtype}")
+            return
+        want = next((p.dtype for p in self.encoder.parameters() if p.is_floating_point()), self.data_dtype)
+        if not x.is_floating_point():
+            hint = "x.float() / 255 (images are floats in [0, 1])" if x.dtype == torch.uint8 else f"x.to({want})"
+            raise TypeError(f"modality {self.name!r}: expected {want} data, got {x.dtype}; convert with {hint}")
+        if x.dtype != want and not autocast_enabled(x.device.type):
+            raise TypeError(f"modality {self.name!r}: expected {want} data (the dtype of its encoder's parameters), "
+                            f"got {x.dtype}; convert with x.to({want}) (or the model with model.to({x.dtype}))")
+
     def encoder_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(x, torch.Tensor) and x.dtype != self.data_dtype:   # cheap: the full check only when off
+            self.check_dtype(x)
         loc, raw = self.encoder(x)
         return loc, positive_scale(raw, self.scale_param)
 
@@ -77,12 +99,13 @@ class Modality(nn.Module):
         return self.likelihood.log_prob(params, x)
 
     def check(self, x: torch.Tensor) -> None:
-        """Raise a clear error for data of the wrong type, shape or with non-finite values."""
+        """Raise a clear error for data of the wrong type, dtype, shape or with non-finite values."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"modality {self.name!r}: expected a torch.Tensor, got {type(x).__name__}")
         if tuple(x.shape[1:]) != self.event_shape or x.dim() != len(self.event_shape) + 1:
             raise ValueError(f"modality {self.name!r}: expected shape (B, {', '.join(map(str, self.event_shape))}),"
                              f" got {tuple(x.shape)}")
+        self.check_dtype(x)
         # performance: one reduction; a finite sum proves every element finite (NaN/inf propagate),
         # and only a non-finite sum (bad data, or overflow of huge values) pays for the exact check
         if x.is_floating_point() and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):

@@ -34,13 +34,29 @@ class Encoder(nn.Module):
     """Base class: subclasses set ``event_shape`` and implement ``_body`` (one batch dim)."""
 
     event_shape: tuple[int, ...]
+    float_input: bool = False   # True: takes floats of its parameters' dtype (checked); False: not declared
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_input(x)
         out = _fold(x, len(self.event_shape), self._body)  # (*lead, 2, L)
         return out[..., 0, :], out[..., 1, :]
 
     def _body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """A clear error, naming the encoder, for input of the wrong shape or dtype (cheap: no data read)."""
+        name, event = type(self).__name__, tuple(self.event_shape)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < len(event) + 1 or tuple(x.shape[x.dim() - len(event):]) != event:
+            raise ValueError(f"{name}: expected input of shape (*batch, {', '.join(map(str, event))}), got {tuple(x.shape)}")
+        if not self.float_input:
+            return
+        want = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
+        if x.dtype != want and not (x.is_floating_point() and autocast_enabled(x.device.type)):
+            hint = "x.float() / 255 (images are floats in [0, 1])" if x.dtype == torch.uint8 else f"x.to({want})"
+            raise TypeError(f"{name}: expected {want} input (the dtype of its parameters), got {x.dtype}; convert with {hint}")
 
 
 class Decoder(nn.Module):
@@ -75,6 +91,14 @@ class Decoder(nn.Module):
         if y.requires_grad:
             y.register_hook(stats.observe_grad)
         return y
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is active for this device type (any torch version)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
 def _autocast_on() -> bool:
@@ -236,6 +260,8 @@ class ConvEncoder(Encoder):
     """A CNN encoder: subclasses set ``body`` (conv stack), ``heads`` (conv to 2L channels at 1x1)
     and ``latent_dim``."""
 
+    float_input = True
+
     def _body(self, x: torch.Tensor) -> torch.Tensor:
         return self.heads(self.body(_channels_last(x))).view(-1, 2, self.latent_dim)
 
@@ -256,6 +282,7 @@ class MNISTEncoder(Encoder):
     """1x28x28 -> FC 400 ReLU -> (FC L, FC L)."""
 
     event_shape = (1, 28, 28)
+    float_input = True
 
     def __init__(self, latent_dim: int, hidden: int = 400) -> None:
         super().__init__()
@@ -328,6 +355,8 @@ def _mlp(sizes: Sequence[int], act: type[nn.Module] = nn.ELU, last_act: bool = T
 
 class FeatureEncoder(Encoder):
     """2048 -> FC 1024 ELU -> 512 ELU -> 256 ELU -> (FC L, FC L)."""
+
+    float_input = True
 
     def __init__(self, latent_dim: int, in_dim: int = 2048, hidden: Sequence[int] = (1024, 512, 256)) -> None:
         super().__init__()

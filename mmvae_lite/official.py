@@ -17,6 +17,7 @@ from typing import Callable, Mapping, Union
 
 import torch
 
+from .checkpoint import FORMAT, LEGACY_FORMAT, CheckpointError, parameter_differences, torch_load
 from .config import build_model, get_config
 from .models import MultimodalVAE
 
@@ -132,17 +133,36 @@ def load_official(source: "Union[str, Path, StateDict]", experiment: str = "mnis
     """An mmvae_lite model with the weights of an authors' checkpoint (a path or a state_dict).
 
     ``overrides`` go to :func:`~mmvae_lite.config.get_config` (for CUB, ``vocab_size`` is read from
-    the checkpoint's embedding). Loading uses ``weights_only=True``.
+    the checkpoint's embedding). Loading uses ``weights_only=True``. A file that is not an authors'
+    checkpoint of ``experiment`` raises :class:`~mmvae_lite.checkpoint.CheckpointError` (a
+    ``ValueError``) naming the file and what is missing.
     """
-    sd = torch.load(source, map_location="cpu", weights_only=True) if isinstance(source, (str, Path)) else source
-    if isinstance(sd, Mapping) and "state_dict" in sd and not any(k.startswith("vaes.") for k in sd):
+    if experiment not in _RULES:
+        raise ValueError(f"no official checkpoint layout for {experiment!r}; known: {sorted(_RULES)}")
+    where = str(source) if isinstance(source, (str, Path)) else "the state_dict given"
+    sd = torch_load(source, "authors' checkpoint") if isinstance(source, (str, Path)) else source
+    if isinstance(sd, Mapping) and "state_dict" in sd and not any(str(k).startswith("vaes.") for k in sd):
         sd = sd["state_dict"]
-    converted = convert_official_state_dict(sd, experiment)
+    if isinstance(sd, Mapping) and sd.get("format") in (FORMAT, LEGACY_FORMAT):
+        raise CheckpointError(f"{where} is an mmvae_lite trainer checkpoint, not one of the authors': resume it with "
+                              f"Trainer.load(path), or load its weights with mmvae_lite.checkpoint.load_weights(model, path)")
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{where} is not an authors' checkpoint: expected a state_dict of tensors, "
+                              f"got {type(sd).__name__}")
+    try:
+        converted = convert_official_state_dict(sd, experiment)
+    except KeyError as e:
+        raise CheckpointError(f"{where}: {e.args[0] if e.args else e}") from None
+    except ValueError as e:
+        raise CheckpointError(f"{where}: {e}") from None
     latent_dim = converted["prior.logits"].numel()
     if experiment == "cub-features":
         overrides.setdefault("vocab_size", converted["modalities.sentence.encoder.embedding.weight"].shape[0])
     cfg = get_config(experiment, "paper", latent_dim=latent_dim, **overrides)
     model = build_model(cfg)
+    problems = parameter_differences(converted, model)
+    if problems:
+        raise CheckpointError(f"{where} does not fit the {experiment} model: " + "; ".join(problems))
     model.load_state_dict(converted, strict=True)
     return model.eval()
 

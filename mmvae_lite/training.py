@@ -1,8 +1,11 @@
 """Training: a small :class:`Trainer` with Adam (AMSGrad), progress bars, history, checkpoints and exact resume.
 
-Data sources: anything with a ``batches(batch_size, shuffle=..., generator=..., device=...)``
-method (the datasets of :mod:`mmvae_lite.data`), a tensor or dict of tensors with the examples on
-the first axis, or any re-iterable of batches (a ``DataLoader`` yielding dicts or tensors).
+Data sources (:mod:`mmvae_lite.batches`): anything with a ``batches(batch_size, shuffle=...,
+generator=..., device=...)`` method (the datasets of :mod:`mmvae_lite.data`), a tensor or dict of
+tensors with the examples on the first axis, or any re-iterable of batches, such as a
+``torch.utils.data.DataLoader`` with the default collate over the package's datasets:
+:func:`~mmvae_lite.batches.model_batch` turns each batch (a dict, a tensor, or the tuples/lists that
+collate makes of ``(data, label)`` items) into what the model takes.
 
 Determinism: the data order of epoch ``e`` comes from a generator seeded by ``(seed, e)`` and the
 global torch RNG (latent samples) is saved in every checkpoint, so training 2 epochs equals
@@ -11,29 +14,64 @@ training 1, saving, loading and training 1 more.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
 import torch.nn as nn
 
-Batch = Union[torch.Tensor, Mapping[str, torch.Tensor]]
+from .batches import Batch, batch_rows, iterate_batches, model_batch, num_batches
+from .checkpoint import (FORMAT, VERSION, CheckpointError, load_weights, model_differences, model_info,
+                         optimizer_differences, parameter_differences, read_checkpoint, training_differences)
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def available_devices() -> list[str]:
+    """The device types usable here, e.g. ``['cpu']`` or ``['cpu', 'cuda']``."""
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if _mps_available() else [])
 
 
 def select_device(device: "str | torch.device | None" = None) -> torch.device:
-    """The device to use: the one given, else CUDA, else Apple MPS, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """The device to use: the one given, else CUDA, else Apple MPS, else CPU.
+
+    A device that torch does not know, or that this machine lacks (``cuda`` without a GPU),
+    raises a ``ValueError`` naming it and the devices available.
+    """
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    avail = ", ".join(available_devices())
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {device!r} is not a device torch knows; choose cpu, cuda, cuda:<index> or mps "
+                         f"(available here: {avail})") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: this machine has no usable CUDA GPU (torch {torch.__version__}); "
+                             f"available: {avail}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        return dev
+    if dev.type == "mps":
+        if not _mps_available():
+            raise ValueError(f"device {device!r}: Apple MPS is not available on this machine; available: {avail}")
+        return dev
+    raise ValueError(f"device {device!r}: training runs on {avail} here (type {dev.type!r} is not supported)")
 
 
 def seed_everything(seed: int) -> None:
@@ -44,41 +82,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def iterate_batches(data: Any, batch_size: int, shuffle: bool = True, generator: Optional[torch.Generator] = None,
-                    device: "torch.device | None" = None) -> Iterator[Batch]:
-    """Yield batches from any supported data source (see the module docstring)."""
-    if hasattr(data, "batches"):
-        yield from data.batches(batch_size, shuffle=shuffle, generator=generator, device=device)
-        return
-    if isinstance(data, (torch.Tensor, Mapping)):
-        first = data if isinstance(data, torch.Tensor) else next(iter(data.values()))
-        n = first.shape[0]
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
-            b = data[idx] if isinstance(data, torch.Tensor) else {k: v[idx] for k, v in data.items()}
-            yield to_device(b, device) if device is not None else b
-        return
-    for b in data:
-        yield to_device(b, device) if device is not None else b
-
-
-def num_batches(data: Any, batch_size: int) -> Optional[int]:
-    try:
-        n = len(data) if not isinstance(data, Mapping) else len(next(iter(data.values())))
-    except TypeError:
-        return None
-    if hasattr(data, "batches") or isinstance(data, (torch.Tensor, Mapping)):
-        return math.ceil(n / batch_size)
-    return n
 
 
 def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -166,7 +169,12 @@ class NonFiniteError(RuntimeError):
 def atomic_save(obj: Any, path: "str | Path") -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save to {path}: it is a directory; give a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(f"cannot save to {path}: a parent of it is a file, not a folder") from None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
@@ -211,7 +219,8 @@ class History:
 
     def to_frame(self):  # pandas is a dependency of the package
         import pandas as pd
-        return pd.DataFrame(self.to_dicts()).set_index("epoch")
+        columns = ["epoch", "train", "test", "seconds"]
+        return pd.DataFrame(self.to_dicts(), columns=columns).set_index("epoch")
 
 
 class Trainer:
@@ -246,19 +255,36 @@ class Trainer:
                  verbose: bool = True, checkpoint: "str | Path | None" = None,
                  config: Optional[Mapping[str, Any]] = None, trim_heap: bool = True,
                  check_every: Optional[int] = None) -> None:
-        if K < 1:
-            raise ValueError(f"K must be >= 1, got {K}")
-        if check_every is not None and check_every < 1:
-            raise ValueError(f"check_every must be >= 1 (or None for the device's default), got {check_every}")
+        if not callable(objective):
+            raise TypeError(f"objective must be a function (model, batch, K) -> value, e.g. mmvae_lite.objectives.elbo"
+                            f" or get_objective({objective!r}); got {type(objective).__name__}")
+        if eval_objective is not None and not callable(eval_objective):
+            raise TypeError(f"eval_objective must be a function (model, batch, K) -> value or None; "
+                            f"got {type(eval_objective).__name__}")
+        _check_int("K", K, 1, "importance samples per modality")
+        _check_int("batch_size", batch_size, 1, "examples per step")
+        if eval_K is not None:
+            _check_int("eval_K", eval_K, 1, "importance samples of the test estimate, or None for K")
+        _check_int("seed", seed, None, "the seed of the data order")
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0 (the paper: 1e-3), got {lr!r}")
+        if check_every is not None:
+            _check_int("check_every", check_every, 1, "or None for the device's default")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module (a VAE or MultimodalVAE), got {type(model).__name__}")
         self.device = select_device(device)
         self.check_every = check_every or (1 if self.device.type == "cpu" else 50)
         # steps not yet checked: (epoch, step, (loss finite, gradient finite), objective value), all on the device
         self._pending: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
         self.model = model.to(self.device)
-        self.objective, self.K = objective, K
-        self.eval_objective, self.eval_K = eval_objective or objective, eval_K or K
-        self.batch_size, self.seed = batch_size, seed
-        self.optimizer = make_adam([p for p in model.parameters() if p.requires_grad], lr=lr, amsgrad=amsgrad)
+        self.objective, self.K = objective, int(K)
+        self.eval_objective, self.eval_K = eval_objective or objective, int(eval_K or K)
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.lr, self.amsgrad = float(lr), bool(amsgrad)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"the model ({type(model).__name__}) has no trainable parameters")
+        self.optimizer = make_adam(params, lr=lr, amsgrad=amsgrad)
         self.bf16 = bf16 and self.device.type == "cuda"
         if bf16 and not self.bf16:
             import warnings
@@ -269,6 +295,9 @@ class Trainer:
         # on CPU, hand fragmented heap memory back after steps that grew it (see HeapTrimmer)
         self.heap = HeapTrimmer() if (trim_heap and self.device.type == "cpu") else None
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        if self.checkpoint is not None and self.checkpoint.is_dir():
+            raise ValueError(f"checkpoint must be a file path, and {self.checkpoint} is a directory "
+                             f"(e.g. give {self.checkpoint / 'checkpoint.pt'})")
         self.config = dict(config) if config is not None else {}
         self.epoch = 0
         self.step = 0
@@ -289,9 +318,16 @@ class Trainer:
         synchronisations); without it the two finiteness flags are kept on the device for
         :meth:`_check_pending`, and the step never waits for the device.
         """
+        batch = model_batch(batch, self.model)
+        if batch_rows(batch) == 0:
+            raise ValueError("train_step: an empty batch (0 examples)")
         self.model.train()
         with self._autocast():
             value = self.objective(self.model, batch, self.K)
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TypeError(f"the objective {getattr(self.objective, '__name__', self.objective)!r} must return a "
+                            f"0-d tensor (the batch mean of the bound, to maximise), got {got}")
         loss = -value
         if check and not torch.isfinite(loss):
             raise self._loss_error(loss.item(), self.epoch + 1, self.step)
@@ -346,16 +382,27 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, data: Any, K: Optional[int] = None, batch_size: Optional[int] = None) -> float:
         """The mean of ``eval_objective`` over ``data`` (no gradients, model in eval mode)."""
+        if data is None:
+            raise ValueError("evaluate: no data given (a dataset, a dict of tensors or a DataLoader)")
+        if K is not None:
+            _check_int("K", K, 1, "importance samples per modality, or None for eval_K")
+        if batch_size is not None:
+            _check_int("batch_size", batch_size, 1, "examples per batch, or None for the trainer's")
         self.model.eval()
         total, n = 0.0, 0
         gen = torch.Generator().manual_seed(0)
         for batch in iterate_batches(data, batch_size or self.batch_size, shuffle=False, generator=gen,
                                      device=self.device):
-            b = batch.shape[0] if isinstance(batch, torch.Tensor) else next(iter(batch.values())).shape[0]
+            batch = model_batch(batch, self.model)
+            b = batch_rows(batch)
+            if b == 0:
+                continue
             with self._autocast():
                 total += float(self.eval_objective(self.model, batch, K or self.eval_K)) * b
             n += b
-        return total / max(n, 1)
+        if n == 0:
+            raise ValueError(f"evaluate: the data ({type(data).__name__}) has no examples")
+        return total / n
 
     # -- epochs ---------------------------------------------------------------------------------
     def _bar(self, it: Iterable, total: Optional[int], desc: str):
@@ -365,7 +412,19 @@ class Trainer:
         return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
     def fit(self, train: Any, epochs: int, test: Any = None) -> History:
-        """Train until ``epochs`` epochs are done in total (a resumed trainer continues where it stopped)."""
+        """Train until ``epochs`` epochs are done in total (a resumed trainer continues where it stopped).
+
+        Raises ``ValueError`` for empty training data or ``epochs`` below the epochs already done, and
+        :class:`NonFiniteError` for a non-finite step or test value (neither recorded nor checkpointed).
+        """
+        _check_int("epochs", epochs, 1, "the total number of epochs to reach")
+        if epochs < self.epoch:
+            raise ValueError(f"epochs={epochs} is fewer than the {self.epoch} epochs this trainer has done: "
+                             f"epochs counts the total (a resumed trainer continues up to it)")
+        if train is None:
+            raise ValueError("fit: no training data given (a dataset, a dict of tensors or a DataLoader)")
+        if num_batches(train, self.batch_size) == 0:
+            raise ValueError(f"fit: the training data ({type(train).__name__}) has no examples")
         while self.epoch < epochs:
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
@@ -386,8 +445,15 @@ class Trainer:
                 self._check_pending()
             finally:
                 self._pending = []
+            if count == 0:
+                raise ValueError(f"fit: the training data ({type(train).__name__}) yielded no batches")
             running = running.item()
             test_value = self.evaluate(test) if test is not None else None
+            if test_value is not None and not math.isfinite(test_value):
+                name = getattr(self.eval_objective, "__name__", self.eval_objective)
+                raise NonFiniteError(f"non-finite test objective ({test_value}) after epoch {self.epoch + 1}: "
+                                     f"term '{name}' (K={self.eval_K}). Not recorded; the last checkpoint was "
+                                     f"left untouched.")
             self.epoch += 1
             rec = EpochRecord(self.epoch, running / max(count, 1), test_value, time.perf_counter() - t0)
             self.history.records.append(rec)
@@ -400,11 +466,22 @@ class Trainer:
         return self.history
 
     # -- checkpoints ----------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The training settings a checkpoint records (compared, with a warning, on :meth:`load`)."""
+        def name(f: Any) -> str:
+            return str(getattr(f, "__name__", f))
+        return {"objective": name(self.objective), "K": self.K, "eval_objective": name(self.eval_objective),
+                "eval_K": self.eval_K, "batch_size": self.batch_size, "seed": self.seed, "lr": self.lr,
+                "amsgrad": self.amsgrad}
+
     def state_dict(self) -> dict[str, Any]:
+        """The checkpoint: see :mod:`mmvae_lite.checkpoint` for its keys (format version 1)."""
         state = {
+            "format": FORMAT, "version": VERSION,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch, "step": self.step, "history": self.history.to_dicts(),
-            "torch_rng": torch.get_rng_state(), "config": self.config, "format": "mmvae_lite/1",
+            "torch_rng": torch.get_rng_state(), "config": self.config,
+            "model_info": model_info(self.model), "trainer": self.settings(),
         }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -415,22 +492,65 @@ class Trainer:
         return atomic_save(self.state_dict(), path)
 
     def load(self, path: "str | Path") -> "Trainer":
-        """Restore a :meth:`save` d state (``weights_only=True``: no code is unpickled)."""
+        """Restore a :meth:`save` d state (``weights_only=True``: no code is unpickled).
+
+        Everything is checked before the model or the optimiser is touched: the file is a readable
+        trainer checkpoint of a known version; its experiment and model kind (MMVAE, MVAE, VAE),
+        modalities, parameter names and shapes and optimiser state fit this trainer. A refusal is a
+        :class:`~mmvae_lite.checkpoint.CheckpointError` naming the file and what differs. Training
+        settings that differ (objective, K, batch size, seed, lr) only warn: resuming is then not exact,
+        and the optimiser keeps the checkpoint's learning rate. Bare weights:
+        :func:`~mmvae_lite.checkpoint.load_weights`.
+        """
+        state = read_checkpoint(path, map_location=self.device)
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if state.get("format") != "mmvae_lite/1":
-            raise ValueError(f"{path} is not an mmvae_lite trainer checkpoint (use load_model for bare weights)")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.history = History([EpochRecord(**r) for r in state["history"]])
-        torch.set_rng_state(state["torch_rng"].cpu())
+        problems = (model_differences(state, self.model, self.config)
+                    + parameter_differences(state["model"], self.model)
+                    + optimizer_differences(state["optimizer"], self.optimizer))
+        if problems:
+            raise CheckpointError(f"{path} does not fit this trainer:\n  " + "\n  ".join(problems))
+        try:
+            epoch, step = int(state["epoch"]), int(state["step"])
+            history = History([EpochRecord(**r) for r in state["history"]])
+            rng = state["torch_rng"].cpu()
+        except (TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{path}: malformed epoch/step/history/RNG entries ({e})") from None
+        differ = training_differences(state, self.settings())
+        if differ:
+            warnings.warn(f"{path} was trained with other settings ({'; '.join(differ)}): resuming is not exact",
+                          stacklevel=2)
+        if state["version"] == 0 and self.verbose:
+            print(f"note: {path} is a version-0 checkpoint (written before checkpoints carried a version); "
+                  f"loaded, and saved as version {VERSION} from now on")
+        backup = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:   # checked above; never leave a half-loaded model
+            self.model.load_state_dict(backup)
+            raise CheckpointError(f"{path} could not be loaded into this trainer: {str(e).splitlines()[0]}") from None
+        self.epoch, self.step, self.history = epoch, step, history
+        torch.set_rng_state(rng)
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        if not self.config and state.get("config"):
+            self.config = dict(state["config"])
+        return self
+
+    def load_model(self, path: "str | Path") -> "Trainer":
+        """Load only the model's weights (a bare ``state_dict`` or a checkpoint's model); see
+        :func:`~mmvae_lite.checkpoint.load_weights`. Optimiser, epoch and history are unchanged."""
+        load_weights(self.model, path)
         return self
 
 
-__all__ = ["Trainer", "History", "EpochRecord", "NonFiniteError", "select_device", "seed_everything",
-           "iterate_batches", "atomic_save"]
+def _check_int(name: str, value: Any, minimum: Optional[int], what: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is an integer (>= ``minimum``)."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok or (minimum is not None and value < minimum):
+        accepted = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+        raise ValueError(f"{name} must be {accepted} ({what}), got {value!r}")
+
+
+__all__ = ["Trainer", "History", "EpochRecord", "NonFiniteError", "CheckpointError", "select_device",
+           "available_devices", "seed_everything", "iterate_batches", "model_batch", "load_weights", "atomic_save"]

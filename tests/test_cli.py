@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from mmvae_lite.cli import main
 from test_data import SHARED, needs_real_mnist
@@ -15,10 +16,10 @@ def test_train_writes_history_metrics_and_results(tmp_path, capsys):
             "--data-root", str(SHARED), "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
             "--no-progress"]
     assert main(argv) == 0
-    run = tmp_path / "runs" / "mnist-vae-quick"
+    run = tmp_path / "runs" / "mnist-vae-quick-n256-t64"
     history = json.loads((run / "history.json").read_text())
     assert len(history) == 1 and history[0]["train"] < 0
-    record = json.loads((tmp_path / "results" / "mnist-vae-quick" / "metrics.json").read_text())
+    record = json.loads((tmp_path / "results" / "mnist-vae-quick-n256-t64" / "metrics.json").read_text())
     assert record["command"] == "python -m mmvae_lite " + " ".join(argv)
     assert record["config"]["train_subset"] == 256 and record["train_pairs"] == 256
     assert record["data"] == "real" or "real" in json.dumps(record["data"])
@@ -32,6 +33,9 @@ def test_train_writes_history_metrics_and_results(tmp_path, capsys):
     (["train", "mnist", "--preset", "huge"], "unknown preset 'huge'"),
     (["train", "mnist-svhn", "--model", "vae"], "needs a single-modality experiment"),
     (["train", "mnist", "--K", "0", "--no-eval"], "K must be >= 1"),
+    (["train", "mnist", "--device", "tpu", "--no-eval"], "device 'tpu' is not a device torch knows"),
+    (["train", "mnist", "--device", "cuda:99", "--no-eval"], "device 'cuda:99'"),
+    (["train", "mnist", "--resume", "--overwrite", "--no-eval"], "give one of them"),
 ])
 def test_bad_arguments_exit_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -66,3 +70,77 @@ def test_run_names_separate_modelling_choices():
     assert run_name(get_config("mnist-svhn", "paper", model="mvae")) == "mnist-svhn-mvae-paper"
     assert (run_name(get_config("mnist-svhn", "quick", model="mvae", scales="softplus", K=3))
             == "mnist-svhn-mvae-quick-K3-softplus")
+    # what changes the data or the optimisation gets a tag too; epochs do not (--resume --epochs continues)
+    assert (run_name(get_config("mnist", "quick", seed=2, batch_size=64, train_subset=None, test_subset=500))
+            == "mnist-vae-quick-b64-seed2-nall-t500")
+    assert run_name(get_config("mnist-svhn", "reference", epochs=40)) == "mnist-svhn-mmvae-reference"
+
+
+def _run_folder(tmp_path, epochs=1, **overrides):
+    """A run folder as the command line leaves it after ``epochs`` epochs (a tiny model, no data)."""
+    from conftest import make_tiny_mm
+    from mmvae_lite import get_config
+    from mmvae_lite.cli import run_name
+    from mmvae_lite.objectives import m_iwae_stratified
+    from mmvae_lite.training import Trainer
+    cfg = get_config("mnist-svhn", "quick", **overrides)
+    run = tmp_path / run_name(cfg)
+    tr = Trainer(make_tiny_mm(), m_iwae_stratified, device="cpu", progress=False, verbose=False,
+                 config=cfg.to_dict(), batch_size=8)
+    g = torch.Generator().manual_seed(0)
+    tr.fit({"a": torch.randn(16, 3, generator=g), "b": torch.randn(16, 5, generator=g)}, epochs)
+    tr.save(run / "checkpoint.pt")
+    (run / "config.json").write_text(json.dumps(cfg.to_dict(), default=str))
+    return cfg, run
+
+
+def test_a_run_is_never_overwritten_without_overwrite(tmp_path, capsys):
+    from mmvae_lite.cli import RunFolderError, prepare_run_folder
+    cfg, run = _run_folder(tmp_path)
+    before = (run / "checkpoint.pt").read_bytes()
+    with pytest.raises(RunFolderError, match=r"already holds a run \(checkpoint at epoch 1\).*--resume.*--overwrite"):
+        prepare_run_folder(run, cfg, resume=False, overwrite=False)
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(RunFolderError, match="finished and evaluated"):
+        prepare_run_folder(run, cfg, resume=False, overwrite=False)
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert prepare_run_folder(run, cfg, resume=False, overwrite=True) is None
+    assert not (run / "checkpoint.pt").exists() and not (run / "metrics.json").exists()
+    assert "overwriting the run" in capsys.readouterr().out
+
+
+def test_resume_refuses_changed_settings_and_a_missing_checkpoint(tmp_path, capsys):
+    from mmvae_lite.cli import RunFolderError, prepare_run_folder
+    cfg, run = _run_folder(tmp_path, epochs=2)
+    assert prepare_run_folder(run, cfg.replace(epochs=10), resume=True, overwrite=False) == 2   # more epochs: fine
+    with pytest.raises(RunFolderError, match=r"other settings: K \(saved 1, now 3\); lr \(saved 0.002, now 0.01\)"):
+        prepare_run_folder(run, cfg.replace(K=3, lr=0.01), resume=True, overwrite=False)
+    with pytest.raises(RunFolderError, match="the checkpoint is at epoch 2, past --epochs 1"):
+        prepare_run_folder(run, cfg.replace(epochs=1), resume=True, overwrite=False)
+    prepare_run_folder(run, cfg.replace(device="cpu"), resume=True, overwrite=False)            # device may change
+    assert "resuming on device cpu" in capsys.readouterr().out
+    other = tmp_path / "mnist-svhn-mmvae-quick-seed5"
+    with pytest.raises(RunFolderError, match=r"no checkpoint at .*seed5.* mnist-svhn-mmvae-quick \(differs in seed\)"):
+        prepare_run_folder(other, cfg.replace(seed=5), resume=True, overwrite=False)
+    (run / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(RunFolderError, match="is not a readable checkpoint"):
+        prepare_run_folder(run, cfg, resume=True, overwrite=False)
+
+
+@needs_real_mnist
+def test_cli_refuses_a_second_run_and_resumes_for_more_epochs(tmp_path, capsys):
+    argv = ["train", "mnist", "--preset", "quick", "--epochs", "1", "--train-subset", "128", "--test-subset", "32",
+            "--data-root", str(SHARED), "--out", str(tmp_path), "--no-progress", "--no-eval"]
+    assert main(argv) == 0
+    run = tmp_path / "mnist-vae-quick-n128-t32"
+    first = (run / "checkpoint.pt").read_bytes()
+    assert main(argv) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == first
+    assert main(argv[:5] + ["2"] + argv[6:] + ["--resume"]) == 0
+    assert len(json.loads((run / "history.json").read_text())) == 2
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2
+    assert main(argv + ["--resume", "--seed", "3"]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+    assert len(json.loads((run / "history.json").read_text())) == 1

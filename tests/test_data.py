@@ -7,12 +7,11 @@ directory (``../shared/data`` beside the checkout, or ``$MMVAE_LITE_DATA``) is a
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import json
 import os
 import re
-import urllib.error
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 
 from mmvae_lite import data, standins
 from mmvae_lite.data import (CaptionTooLongError, DataError, UnknownDatasetError, Vocab,
-                             VocabMismatchError)
+                             VocabMismatchError, download, files, mnist_svhn, sources)
 
 
 def _shared_data() -> Path | None:
@@ -30,7 +29,7 @@ def _shared_data() -> Path | None:
         candidates.append(Path(os.environ["MMVAE_LITE_DATA"]))
     candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
     for c in candidates:
-        if (c / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        if (c / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
             return c
     return None
 
@@ -45,12 +44,15 @@ needs_real_captions = pytest.mark.skipif(
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
-    """Keep every cache inside tmp_path; no environment leaks between tests."""
+    """Keep every cache inside tmp_path; no environment leaks between tests; no downloads
+    (tests/test_download.py tests those)."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv(data.DATA_ENV, raising=False)
     monkeypatch.delenv(data.CACHE_ENV, raising=False)
+    monkeypatch.delenv(data.MIRROR_ENV, raising=False)
+    monkeypatch.setenv(data.OFFLINE_ENV, "1")
     # keep the stand-ins small so that the loaders run in a fraction of a second
-    monkeypatch.setattr(data, "_SVHN_STANDIN_SIZE", {"train": 400, "test": 200})
+    monkeypatch.setattr(mnist_svhn, "SVHN_STANDIN_SIZE", {"train": 400, "test": 200})
 
 
 # ----------------------------------------------------------------------------------------
@@ -69,21 +71,20 @@ def _register(monkeypatch, key: str, path: Path) -> None:
 
 
 def _write_idx(path: Path, arr: np.ndarray) -> None:
+    """An IDX file of unsigned bytes (MNIST's format, as torchvision unpacks it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + arr.astype(np.uint8).tobytes())
+    path.write_bytes(header + arr.astype(np.uint8).tobytes())
 
 
-def _fake_mnist(root: Path, monkeypatch, layout: str = "mnist", n: int = 300) -> None:
+def _fake_mnist(root: Path, monkeypatch, n: int = 300) -> None:
     rng = np.random.default_rng(0)
-    sub = "mnist" if layout == "mnist" else "MNIST/raw"
-    for split, (img, lab) in data._MNIST_FILES.items():
+    for split, (img, lab) in sources.MNIST_FILES.items():
         m = n if split == "train" else n // 2
         labels = np.arange(m) % 10
         images = rng.integers(0, 256, (m, 28, 28))
         for key, arr in ((img, images), (lab, labels)):
-            path = root / sub / Path(key).name
+            path = root / key
             _write_idx(path, arr)
             _register(monkeypatch, key, path)
 
@@ -92,10 +93,10 @@ def _fake_svhn(root: Path, monkeypatch, n: int = 120) -> None:
     import scipy.io
 
     rng = np.random.default_rng(1)
-    for split, key in data._SVHN_FILES.items():
+    for split, key in sources.SVHN_FILES.items():
         y = (np.arange(n) % 10 + 1).reshape(-1, 1)  # SVHN stores digit 0 as 10
         x = rng.integers(0, 256, (32, 32, 3, n)).astype(np.uint8)
-        path = root / "svhn" / Path(key).name
+        path = root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         scipy.io.savemat(str(path), {"X": x, "y": y})
         _register(monkeypatch, key, path)
@@ -142,18 +143,18 @@ def test_cache_dir_not_inside_read_only_root(tmp_path):
 # ----------------------------------------------------------------------------------------
 def test_missing_file_names_fetch_command(tmp_path):
     with pytest.raises(DataError) as e:
-        data.require_file("mnist/train-labels-idx1-ubyte.gz", tmp_path)
+        data.require_file("MNIST/raw/train-labels-idx1-ubyte.gz", tmp_path)
     msg = str(e.value)
     assert "train-labels-idx1-ubyte.gz" in msg
-    assert data.KNOWN_FILES["mnist/train-labels-idx1-ubyte.gz"].digest in msg
+    assert data.KNOWN_FILES["MNIST/raw/train-labels-idx1-ubyte.gz"].digest in msg
     assert f"python -m data_prep.mnist_svhn --root {tmp_path.resolve()}" in msg
 
 
 def test_corrupt_and_truncated_files_are_rejected(tmp_path):
-    key = "mnist/t10k-labels-idx1-ubyte.gz"
+    key = "MNIST/raw/t10k-labels-idx1-ubyte.gz"
     spec = data.KNOWN_FILES[key]
     path = tmp_path / key
-    path.parent.mkdir()
+    path.parent.mkdir(parents=True)
     if SHARED is not None:
         good = (SHARED / key).read_bytes()
         bad = bytearray(good)
@@ -175,8 +176,8 @@ def test_corrupt_and_truncated_files_are_rejected(tmp_path):
 
 
 def test_verification_is_cached(tmp_path, monkeypatch):
-    key = "svhn/test_32x32.mat"
-    path = tmp_path / "svhn" / "test_32x32.mat"
+    key = "SVHN/test_32x32.mat"
+    path = tmp_path / "SVHN" / "test_32x32.mat"
     path.parent.mkdir()
     path.write_bytes(b"x" * 1000)
     _register(monkeypatch, key, path)
@@ -187,7 +188,7 @@ def test_verification_is_cached(tmp_path, monkeypatch):
     def no_hashing(*args, **kwargs):
         raise AssertionError("file hashed again")
 
-    monkeypatch.setattr(data, "_digest", no_hashing)
+    monkeypatch.setattr(files, "digest", no_hashing)
     data.verify_file(path, key, tmp_path)  # served from the record
     path.write_bytes(b"y" * 1000)  # new content -> new mtime -> hashed again
     os.utime(path, ns=(1, 1))
@@ -199,17 +200,17 @@ def test_git_blob_checksum_of_real_test_captions():
     if SHARED is None or not (SHARED / "cub" / "text_testclasses.txt").is_file():
         pytest.skip("real CUB test captions not found")
     # the same algorithm checks text_trainvalclasses.txt, whose only reference is its git blob id
-    assert data._digest(SHARED / "cub" / "text_testclasses.txt", "git-blob-sha1") == \
+    assert files.digest(SHARED / "cub" / "text_testclasses.txt", "git-blob-sha1") == \
         "e392e3dee667707764994624ac0e842606d932e0"
 
 
-def test_truncated_gzip_gives_data_error(tmp_path, monkeypatch):
+def test_unreadable_idx_gives_data_error(tmp_path, monkeypatch):
     _fake_mnist(tmp_path, monkeypatch)
-    key = "mnist/t10k-images-idx3-ubyte.gz"
+    key = "MNIST/raw/t10k-images-idx3-ubyte"
     path = tmp_path / key
-    path.write_bytes(path.read_bytes()[:500])
+    path.write_bytes(b"\x00\x00\x08\x03" + path.read_bytes()[4:500])
     _register(monkeypatch, key, path)  # checksum "ok": the reader itself must complain
-    with pytest.raises(DataError, match="gzip|truncated"):
+    with pytest.raises(DataError, match="torchvision could not read .*MNIST/raw.*data_prep.mnist_svhn"):
         data.load_mnist("test", tmp_path, verbose=False)
 
 
@@ -251,13 +252,13 @@ def test_env_var_selects_data_dir(tmp_path, monkeypatch):
     assert data.resolve_source("svhn").kind == "standin"
 
 
-@pytest.mark.parametrize("layout", ["mnist", "torchvision"])
-def test_mnist_layouts_and_batches(tmp_path, monkeypatch, layout):
-    _fake_mnist(tmp_path, monkeypatch, layout)
+def test_mnist_through_torchvision_and_batches(tmp_path, monkeypatch):
+    _fake_mnist(tmp_path, monkeypatch)
     ds = data.load_mnist("train", tmp_path, verbose=False)
     assert len(ds) == 300 and ds.bases["mnist"].dtype == torch.uint8
-    x, y = ds[3]
-    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and int(y) == 3
+    item = ds[3]
+    assert set(item) == {"mnist", "label"} and int(item["label"]) == 3
+    assert item["mnist"].shape == (1, 28, 28) and item["mnist"].dtype == torch.float32
     batches = list(ds.batches(128, shuffle=True, generator=torch.Generator().manual_seed(0)))
     assert [b["mnist"].shape[0] for b in batches] == [128, 128, 44]
     assert all(0 <= b["mnist"].min() and b["mnist"].max() <= 1 for b in batches)
@@ -305,13 +306,14 @@ def test_mnist_svhn_dataset(tmp_path, monkeypatch):
     _fake_mnist(tmp_path, monkeypatch)
     ds = data.load_mnist_svhn("train", tmp_path, multiplier=3, verbose=False)
     assert ds.source["mnist"].kind == "real" and ds.source["svhn"].kind == "standin"
-    svhn_labels = standins.house_numbers(400, data._STANDIN_SEED["train"])[1]
+    svhn_labels = standins.house_numbers(400, mnist_svhn.STANDIN_SEED["train"])[1]
     assert len(ds) == 3 * 300  # every MNIST class (30) has 40 stand-in partners
     mnist_labels = ds.bases["mnist"].new_tensor(np.arange(300) % 10).long()
     assert torch.equal(mnist_labels[ds.mnist_index], svhn_labels[ds.svhn_index])
     assert torch.equal(ds.labels, svhn_labels[ds.svhn_index])
-    (m, lm), (s, ls) = ds[5]
-    assert m.shape == (1, 28, 28) and s.shape == (3, 32, 32) and int(lm) == int(ls)
+    item = ds[5]
+    assert set(item) == {"mnist", "svhn", "label"} and int(item["label"]) == int(ds.labels[5])
+    assert item["mnist"].shape == (1, 28, 28) and item["svhn"].shape == (3, 32, 32)
     b = next(ds.batches(64, generator=torch.Generator().manual_seed(1)))
     assert set(b) == {"mnist", "svhn"}
     assert b["mnist"].shape == (64, 1, 28, 28) and b["svhn"].shape == (64, 3, 32, 32)
@@ -437,7 +439,9 @@ def test_load_cub_standin(tmp_path):
         assert set(b) == {"image", "sentence"}
         assert b["image"].shape == (16, *shape) and b["image"].dtype == torch.float32
         assert b["sentence"].shape == (16, 32) and b["sentence"].dtype == torch.int64
-        img, sent = tr[13]
+        item = tr[13]
+        assert set(item) == {"image", "sentence"} and item["image"].shape == shape
+        sent = item["sentence"]
         assert torch.equal(sent, tr.bases["sentence"][13])
         assert tr.vocab.decode(sent) == " ".join(data.tokenize(tr.captions[13]))
         assert tr.caption_attributes().shape == (400, len(tr.attribute_names))
@@ -464,7 +468,7 @@ def _fake_real_cub(root: Path, monkeypatch, per_split=(("train", 3), ("test", 2)
                 colours.setdefault(split, []).append(rgb)
                 lines += [f"this bird number {c} {k} is colour {rgb[0]} ." for _ in range(10)]
                 feats.append(torch.full((2048,), float(len(feats))))
-        key = data._CUB_CAPTION_FILES[split]
+        key = sources.CUB_CAPTION_FILES[split]
         path = root / key
         path.write_text("\n".join(lines) + "\n")
         _register(monkeypatch, key, path)
@@ -530,24 +534,64 @@ def test_load_dataset_dispatch(tmp_path):
 
 
 def test_fetch_scripts_fail_cleanly_offline(tmp_path, monkeypatch, capsys):
-    from data_prep import cub, mnist_svhn
+    from data_prep import cub, mnist_svhn as script
 
     with pytest.raises(SystemExit) as e:
-        mnist_svhn.main(["--help"])
+        script.main(["--help"])
     assert e.value.code == 0
-    assert mnist_svhn.main(["--root", str(tmp_path), "--check"]) == 1
-    assert "MISSING" in capsys.readouterr().out
+    assert script.main(["--root", str(tmp_path), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "MISSING" in out and data.KNOWN_FILES["SVHN/test_32x32.mat"].digest in out
 
     def offline(*args, **kwargs):
-        raise urllib.error.URLError("network is unreachable")
+        raise OSError("network is unreachable")
 
-    monkeypatch.setattr("urllib.request.urlopen", offline)
-    assert mnist_svhn.main(["--root", str(tmp_path / "new")]) == 1
+    monkeypatch.setattr(socket, "create_connection", offline)
+    monkeypatch.setattr(download, "_probed", {})
+    assert script.main(["--root", str(tmp_path / "new")]) == 1
     err = capsys.readouterr().err
-    assert "could not download" in err and "network is unreachable" in err
+    assert "MNIST: no source reachable" in err and "offline" in err
     assert cub.main(["--root", str(tmp_path)]) == 1
     assert "could not download cub.zip" in capsys.readouterr().err
-    assert not list(tmp_path.rglob("*.part"))  # no partial downloads left behind
+    assert not list(tmp_path.rglob("*.part")) and not list(tmp_path.rglob(".download-*"))
+
+
+def test_check_hashes_every_file(tmp_path, monkeypatch, capsys):
+    """``--check`` never trusts the size+mtime record: changed bytes with the old mtime are caught."""
+    from data_prep import mnist_svhn as script
+
+    _fake_mnist(tmp_path, monkeypatch)
+    key = "MNIST/raw/t10k-labels-idx1-ubyte"
+    path = tmp_path / key
+    data.verify_file(path, key, tmp_path)  # recorded as verified
+    st = path.stat()
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    data.verify_file(path, key, tmp_path)  # a loader trusts the record (by design: fast)
+    assert script.main(["--root", str(tmp_path), "--check", "--skip-svhn"]) == 1
+    out = capsys.readouterr().out
+    assert f"[CORRUPT] {key}" in out and "wrong checksum" in out
+
+
+def test_default_collate_gives_the_batches_format(tmp_path, monkeypatch):
+    _fake_mnist(tmp_path, monkeypatch)
+    ds = data.load_mnist_svhn("test", tmp_path, multiplier=2, verbose=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=False)
+    b = next(iter(loader))
+    ref = ds.get_batch(range(16), with_labels=True)
+    assert set(b) == set(ref) == {"mnist", "svhn", "label"}
+    for k in ref:
+        assert torch.equal(b[k], ref[k]) and b[k].dtype == ref[k].dtype
+
+
+def test_bases_of_other_dtypes(tmp_path):
+    x64 = torch.rand(5, 3, dtype=torch.float64)
+    ds = data.GatherDataset({"x": x64})
+    assert ds.bases["x"].dtype == torch.float32 and ds[0]["x"].dtype == torch.float32
+    with pytest.raises(TypeError, match="'x' has dtype torch.int32.*accepted"):
+        data.GatherDataset({"x": torch.zeros(5, 3, dtype=torch.int32)})
 
 
 def test_feature_extraction_helper(tmp_path):

@@ -55,7 +55,8 @@ def test_checkpoint_round_trip_uses_weights_only(tmp_path):
     tr.fit(_data(), epochs=1)
     path = tr.save(tmp_path / "x" / "t.pt")
     state = torch.load(path, weights_only=True)   # loads without unpickling code
-    assert state["epoch"] == 1 and state["format"] == "mmvae_lite/1"
+    assert state["epoch"] == 1 and state["format"] == "mmvae_lite.trainer" and state["version"] == 1
+    assert state["model_info"]["kind"] == "mmvae" and state["trainer"]["K"] == 4
     other = _trainer(seed=5).load(path)
     for p, q in zip(tr.model.parameters(), other.model.parameters()):
         torch.testing.assert_close(p, q)

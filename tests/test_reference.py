@@ -1,0 +1,114 @@
+"""Shipped reference models: export/load round trip, checksums, clear errors, recorded coherence."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import mmvae_lite as ml
+from mmvae_lite import reference as pt
+
+
+@pytest.fixture()
+def registry(tmp_path, monkeypatch):
+    """A private registry and an empty checkout results/ so tests never touch the real ones."""
+    reg = tmp_path / "reference_models.json"
+    monkeypatch.setattr(pt, "REGISTRY_FILE", reg)
+    monkeypatch.setattr(pt, "checkout_dir", lambda: tmp_path / "results")
+    monkeypatch.setenv("MMVAE_LITE_OFFLINE", "1")
+    return tmp_path
+
+
+def _tiny_model():
+    cfg = ml.get_config("mnist-svhn", "quick", latent_dim=4)
+    return cfg, ml.build_model(cfg)
+
+
+def test_export_then_load_round_trips_in_float16(registry):
+    cfg, model = _tiny_model()
+    files = pt.export(model, cfg, "tiny", registry / "results")
+    assert [f.name for f in files] == ["weights.pt"]
+    assert json.loads(pt.REGISTRY_FILE.read_text())["tiny"]["files"][0]["sha256"] == files[0].sha256
+    loaded = ml.pretrained("tiny")
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2
+        if a.is_floating_point():
+            torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0)
+            assert b.dtype == torch.float32
+    assert not loaded.training
+    assert loaded.config.latent_dim == 4
+
+
+def test_large_models_are_split_into_files_below_the_limit(registry):
+    cfg, model = _tiny_model()
+    files = pt.export(model, cfg, "split", registry / "results", max_file_mb=1.0)
+    assert len(files) > 1 and all(f.bytes < 1.05 * 2 ** 20 for f in files)
+    with pytest.raises(ValueError, match="over the per-file limit"):
+        pt.export(model, cfg, "split", registry / "results", max_file_mb=0.1)
+    loaded = ml.pretrained("split")
+    assert set(loaded.state_dict()) == set(model.state_dict())
+
+
+def test_a_corrupt_file_is_refused_naming_it_and_its_checksum(registry):
+    cfg, model = _tiny_model()
+    f = pt.export(model, cfg, "tiny", registry / "results")[0]
+    path = registry / "results" / "tiny" / "weights.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(pt.PretrainedError, match=f"weights.pt.*{f.sha256}"):
+        ml.pretrained("tiny")
+
+
+def test_a_missing_model_says_what_is_missing_and_how_to_get_it(registry):
+    cfg, model = _tiny_model()
+    f = pt.export(model, cfg, "tiny", registry / "results")[0]
+    (registry / "results" / "tiny" / "weights.pt").unlink()
+    (registry / "data").mkdir()
+    with pytest.raises(pt.PretrainedError, match=f"downloads are off.*{f.sha256}"):
+        ml.pretrained("tiny", root=registry / "data")
+    with pytest.raises(pt.PretrainedError, match="no shipped model named 'nope'"):
+        ml.pretrained("nope")
+
+
+def test_a_file_that_is_not_weights_gives_a_clear_error(tmp_path):
+    (tmp_path / "weights.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(pt.PretrainedError, match="not a readable mmvae_lite weights file"):
+        pt.load_weights(tmp_path)
+
+
+@pytest.mark.parametrize("name", pt.available())
+def test_every_shipped_model_loads_and_reproduces_its_recorded_coherence(name):
+    """Re-evaluates the deterministic check (first 1000 test pairs, seed 0) recorded at export."""
+    model = ml.pretrained(name, download=False)
+    record = pt.pretrained_record(name, download=False)
+    assert record["config"]["experiment"] == model.config.experiment
+    if model.config.experiment != "mnist-svhn":
+        pytest.skip("coherence is defined for MNIST-SVHN")
+    _, test, _ = ml.data.experiment_data(model.config.replace(test_subset=None, train_subset=1), verbose=False)
+    got = pt.check_coherence(model, test)
+    for key, want in record["check"].items():
+        assert abs(got[key] - want) <= 0.02, (key, got[key], want)
+
+
+def test_an_installed_package_downloads_and_verifies_the_weights(registry, monkeypatch):
+    """Without the checkout, the files come from $MMVAE_LITE_WEIGHTS_URL (here a loopback server)."""
+    from data_prep.serve_mirror import serving
+    cfg, model = _tiny_model()
+    served = registry / "served"
+    f = pt.export(model, cfg, "tiny", served)[0]
+    monkeypatch.delenv("MMVAE_LITE_OFFLINE")
+    (registry / "data").mkdir()
+    with serving(served) as url:
+        monkeypatch.setenv(pt.URL_ENV, url)
+        loaded = ml.pretrained("tiny", root=registry / "data", progress=False)
+        assert (registry / "data" / "pretrained" / "tiny" / "weights.pt").is_file()
+        # a file altered on the server is refused and not kept
+        path = served / "tiny" / "weights.pt"
+        path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+        (registry / "data" / "pretrained" / "tiny" / "weights.pt").unlink()
+        with pytest.raises(pt.PretrainedError, match=f"weights.pt.*{f.sha256}"):
+            ml.pretrained("tiny", root=registry / "data", progress=False)
+    assert not (registry / "data" / "pretrained" / "tiny" / "weights.pt").exists()
+    assert set(loaded.state_dict()) == set(model.state_dict())
