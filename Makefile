@@ -6,11 +6,11 @@ export MMVAE_LITE_DATA ?= $(SHARED_DATA)
 endif
 export MMVAE_LITE_PROGRESS ?= 0
 
-.PHONY: setup test unit pairs book clean
+.PHONY: setup test unit pairs book browser clean
 setup:
 	$(PY) -m pip install -r requirements.txt
 
-test: unit pairs book
+test: unit pairs book browser
 
 unit:
 	$(PY) -m pytest -q --durations=10
@@ -21,7 +21,14 @@ pairs:
 	git diff --exit-code --stat -- book/ || (echo "book/*.ipynb out of sync with book/*.md: run 'make pairs' and commit" && exit 1)
 
 book:
+	$(PY) tools/check_book.py sources
 	jupyter-book build book/ -W --keep-going
+
+# The built book as a reader gets it: every page in headless Chromium, offline (math typeset, images
+# loaded, links resolve, launch/download buttons, no machine paths); screenshots in
+# _build/html/_screenshots/. Needs chromium + chromedriver (Debian: chromium chromium-driver).
+browser:
+	$(PY) tools/check_book.py browser _build/html
 
 clean:
 	rm -rf book/_build _build
