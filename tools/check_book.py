@@ -41,7 +41,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-BOOK = ROOT / "book"
 CHAPTER = re.compile(r"^\d\d_[\w-]+$")
 #: Widest code line (characters) that the theme shows unwrapped in a 1280-px window. Longer lines
 #: wrap (book/_static/code-wrap.css); the install cell, the first thing a Colab user reads, fits.
@@ -55,10 +54,11 @@ MAX_SHOT_HEIGHT = 16000
 # ======================================================================================
 # sources: install cells, code width, chapter references
 # ======================================================================================
-def repository_url(config: Path = ROOT / "_config.yml") -> str:
+def repository_url(root: Path = ROOT) -> str:
     """``repository.url`` of the book's configuration: where Colab installs the package from."""
     import yaml  # jupyter-book's dependency
 
+    config = root / "_config.yml"
     url = (yaml.safe_load(config.read_text()).get("repository") or {}).get("url")
     if not url:
         raise SystemExit(f"{config}: no repository.url; the chapters' install cells need it")
@@ -77,8 +77,8 @@ def install_cell(url: str) -> str:
             '    %pip install -q "mmvae_lite[vision] @ git+{REPO}"')
 
 
-def chapters() -> list[Path]:
-    return sorted(p for p in BOOK.glob("*.md") if CHAPTER.match(p.stem))
+def chapters(root: Path = ROOT) -> list[Path]:
+    return sorted(p for p in (root / "book").glob("*.md") if CHAPTER.match(p.stem))
 
 
 def _code_cells(text: str) -> list[tuple[int, str]]:
@@ -94,10 +94,10 @@ def _code_cells(text: str) -> list[tuple[int, str]]:
     return cells
 
 
-def check_sources(fix: bool = False) -> list[str]:
-    url, problems = repository_url(), []
-    stems = {p.stem for p in chapters()}
-    for path in chapters():
+def check_sources(fix: bool = False, root: Path = ROOT) -> list[str]:
+    url, problems = repository_url(root), []
+    stems = {p.stem for p in chapters(root)}
+    for path in chapters(root):
         text = path.read_text()
         cells = _code_cells(text)
         first = cells[0][1] if cells else ""
@@ -110,7 +110,7 @@ def check_sources(fix: bool = False) -> list[str]:
                 path.write_text(text.replace(found.group(0), found.group(1) + url + found.group(3), 1))
             else:
                 problems.append(f"{path.name}: the install cell installs from {found.group(2)}, but "
-                                f"_config.yml's repository.url is {url} (fix: tools/check_book.py sources --fix)")
+                                f"_config.yml's repository.url is {url} (fix: tools/check_book.py sources --fix; then make pairs)")
         for j, line in enumerate(first.splitlines()):
             if len(line) > MAX_CODE_COLUMNS:
                 problems.append(f"{path.name}:{cells[0][0] + j}: install-cell line of {len(line)} "
@@ -172,7 +172,7 @@ def start_browser():
     options = webdriver.ChromeOptions()
     options.binary_location = _which("CHROMIUM", ("chromium", "chromium-browser", "google-chrome"))
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--hide-scrollbars", "--force-device-scale-factor=1", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                "--hide-scrollbars", "--force-device-scale-factor=1", "--no-proxy-server", f"--window-size={WINDOW[0]},{WINDOW[1]}",
                 # offline: every host but the loopback server is unresolvable
                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
         options.add_argument(arg)
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     src = sub.add_parser("sources", help="install cells, code width and chapter references (no build needed)")
-    src.add_argument("--fix", action="store_true", help="rewrite the install cells' URL from _config.yml")
+    src.add_argument("--fix", action="store_true", help="rewrite the install cells' URL from _config.yml (then: make pairs)")
     br = sub.add_parser("browser", help="open the built book in headless Chromium, offline")
     br.add_argument("html_dir", nargs="?", type=Path, default=ROOT / "_build" / "html")
     br.add_argument("--page", action="append", default=[], help="check only this page (repeatable)")
