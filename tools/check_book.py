@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -47,7 +48,7 @@ CHAPTER = re.compile(r"^\d\d_[\w-]+$")
 MAX_CODE_COLUMNS = 77
 #: Viewport of the browser test and its screenshots.
 WINDOW = (1280, 900)
-#: A screenshot taller than this is cut (Chromium cannot capture arbitrarily tall pages).
+#: Screenshots of taller pages are split into tiles (Chromium cannot capture arbitrarily tall images).
 MAX_SHOT_HEIGHT = 16000
 
 
@@ -233,12 +234,12 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
     wide_output: wide('div.cell_output pre'),
     outputs: [...document.querySelectorAll('div.cell_output pre')].map(text),
     text: text(document.body),
-    height: Math.min(document.documentElement.scrollHeight, %d),
+    height: document.documentElement.scrollHeight,
     resources: performance.getEntriesByType('resource').map(r => r.name)
         .filter(u => !u.startsWith(location.origin) && !u.startsWith('data:')),
   });
 })();
-""" % MAX_SHOT_HEIGHT
+"""
 
 PROGRESS_LINE = re.compile(r"\d+%\|.*\|.*\[|\d+/\d+ \[\d\d:\d\d")
 
@@ -253,9 +254,18 @@ class PageReport:
 
 def machine_paths() -> list[str]:
     """Paths of this machine that must not show in the book (the longest first)."""
-    paths = {str(ROOT), str(Path.home()), tempfile.gettempdir(), os.environ.get("MMVAE_LITE_DATA", "")}
+    paths = {str(ROOT.parent), str(Path.home()), tempfile.gettempdir(), sys.prefix,
+             sysconfig.get_paths()["purelib"], os.environ.get("MMVAE_LITE_DATA", "")}
     paths |= {str(Path(p).resolve()) for p in paths if p}
-    return sorted((p for p in paths if len(p) > 4), key=len, reverse=True)
+    return sorted((p for p in paths if len(p) > 1), key=len, reverse=True)
+
+
+def find_machine_path(text: str) -> str | None:
+    """The first path of this machine in ``text``, with some context; None if there is none."""
+    for path in machine_paths():
+        if m := re.search(r"(?<![\w./~-])" + re.escape(path) + r"(?![\w-]|\.\w)", text):
+            return text[max(0, m.start() - 30):m.end() + 40]
+    return None
 
 
 def inspect_page(driver, base: str, html_dir: Path, rel: str, shots: Path) -> PageReport:
@@ -315,22 +325,21 @@ def inspect_page(driver, base: str, html_dir: Path, rel: str, shots: Path) -> Pa
     for line in info["wide_output"]:
         report.notes.append(f"output wider than the page (scrolls): {line!r}")
     # machine paths and progress bars in what the page shows
-    for path in machine_paths():
-        if m := re.search(re.escape(path) + r"(?![\w.-])", info["text"]):
-            i = m.start()
-            report.problems.append(f"shows a path of the build machine: ...{info['text'][max(0, i - 30):i + 50]!r}")
-            break
+    if where := find_machine_path(info["text"]):
+        report.problems.append(f"shows a path of the build machine: ...{where!r}")
     for out in info["outputs"]:
         bars = [line for line in out.splitlines() if PROGRESS_LINE.search(line)]
         if len(bars) > 3:
             report.problems.append(f"a progress bar printed as {len(bars)} lines: {bars[0][:80]!r}")
     if info["resources"]:
         report.notes.append("asked other hosts for (unreachable here): " + ", ".join(sorted(set(info["resources"]))[:5]))
-    # screenshot of the whole page
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": WINDOW[0], "height": info["height"], "scale": 1}})
-    (shots / f"{stem}.png").write_bytes(base64.b64decode(shot["data"]))
+    # screenshot of the whole page, in tiles of at most MAX_SHOT_HEIGHT pixels: NAME.png, NAME-2.png, ...
+    for i, y in enumerate(range(0, info["height"], MAX_SHOT_HEIGHT)):
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": y, "width": WINDOW[0], "height": min(MAX_SHOT_HEIGHT, info["height"] - y),
+                     "scale": 1}})
+        (shots / (f"{stem}.png" if i == 0 else f"{stem}-{i + 1}.png")).write_bytes(base64.b64decode(shot["data"]))
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -339,11 +348,8 @@ def check_sources_files(html_dir: Path) -> list[str]:
     """The downloadable notebooks (``_sources/``) must not carry the machine's paths either."""
     problems = []
     for path in sorted((html_dir / "_sources").glob("*")):
-        text = path.read_text(errors="replace")
-        for mp in machine_paths():
-            if re.search(re.escape(mp) + r"(?![\w.-])", text):
-                problems.append(f"_sources/{path.name}: contains a path of the build machine ({mp})")
-                break
+        if where := find_machine_path(path.read_text(errors="replace")):
+            problems.append(f"_sources/{path.name}: contains a path of the build machine: ...{where!r}")
     return problems
 
 
