@@ -232,8 +232,8 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
         .map(c => text(c).slice(0, 80)),
     wide_code: wide('div.cell_input pre, div.highlight pre'),
     wide_output: wide('div.cell_output pre'),
-    outputs: [...document.querySelectorAll('div.cell_output pre')].map(text),
-    text: text(document.body),
+    outputs: [...document.querySelectorAll('div.cell_output pre')].map(p => p.textContent),
+    text: document.body.textContent,   // hidden parts too (collapsed outputs ship with the page)
     height: document.documentElement.scrollHeight,
     resources: performance.getEntriesByType('resource').map(r => r.name)
         .filter(u => !u.startsWith(location.origin) && !u.startsWith('data:')),
