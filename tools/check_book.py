@@ -230,7 +230,7 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
         .map(a => a.getAttribute('href')),
     unresolved: [...document.querySelectorAll('main code.xref, main span.xref')].filter(c => !c.closest('a'))
         .map(c => text(c).slice(0, 80)),
-    wide_code: wide('div.cell_input pre, div.highlight pre'),
+    wide_code: wide('div.cell_input pre, div.highlight:not(.cell_output div.highlight) pre'),
     wide_output: wide('div.cell_output pre'),
     outputs: [...document.querySelectorAll('div.cell_output pre')].map(p => p.textContent),
     text: document.body.textContent,   // hidden parts too (collapsed outputs ship with the page)
