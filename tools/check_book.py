@@ -363,27 +363,30 @@ def check_browser(html_dir: Path, only: list[str]) -> int:
     shots = html_dir / "_screenshots"
     shots.mkdir(exist_ok=True)
     server, base = serve(html_dir)
-    driver = start_browser()
-    reports = []
+    driver, failed = start_browser(), 0
     try:
         for rel in pages:
-            reports.append(inspect_page(driver, base, html_dir, rel, shots))
+            try:
+                rep = inspect_page(driver, base, html_dir, rel, shots)
+            except Exception as e:  # noqa: BLE001 - a page that hangs or crashes the browser is a finding
+                rep = PageReport(rel, [f"the browser could not check it: {type(e).__name__}: "
+                                       f"{str(e).splitlines()[0][:200]}"])
+                driver.quit()
+                driver = start_browser()
+            status = "FAIL" if rep.problems else "ok"
+            print(f"{status:4} {rep.page} ({rep.seconds:.1f} s)", flush=True)
+            for p in rep.problems:
+                print(f"     - {p}")
+            for n in rep.notes:
+                print(f"     . {n}")
+            failed += bool(rep.problems)
     finally:
         driver.quit()
         server.shutdown()
-    failed = 0
-    for rep in reports:
-        status = "FAIL" if rep.problems else "ok"
-        print(f"{status:4} {rep.page} ({rep.seconds:.1f} s)")
-        for p in rep.problems:
-            print(f"     - {p}")
-        for n in rep.notes:
-            print(f"     . {n}")
-        failed += bool(rep.problems)
     extra = check_sources_files(html_dir)
     for p in extra:
         print(f"FAIL {p}")
-    print(f"{len(reports)} pages in {time.perf_counter() - t0:.0f} s, offline; screenshots in "
+    print(f"{len(pages)} pages in {time.perf_counter() - t0:.0f} s, offline; screenshots in "
           f"{shots.relative_to(html_dir.parent) if shots.is_relative_to(html_dir.parent) else shots}; "
           f"{failed} page(s) with problems")
     return 1 if failed or extra else 0
