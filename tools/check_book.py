@@ -333,15 +333,24 @@ def inspect_page(driver, base: str, html_dir: Path, rel: str, shots: Path) -> Pa
             report.problems.append(f"a progress bar printed as {len(bars)} lines: {bars[0][:80]!r}")
     if info["resources"]:
         report.notes.append("asked other hosts for (unreachable here): " + ", ".join(sorted(set(info["resources"]))[:5]))
-    # screenshot of the whole page, in tiles of at most MAX_SHOT_HEIGHT pixels: NAME.png, NAME-2.png, ...
-    for i, y in enumerate(range(0, info["height"], MAX_SHOT_HEIGHT)):
-        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": y, "width": WINDOW[0], "height": min(MAX_SHOT_HEIGHT, info["height"] - y),
-                     "scale": 1}})
-        (shots / (f"{stem}.png" if i == 0 else f"{stem}-{i + 1}.png")).write_bytes(base64.b64decode(shot["data"]))
+    screenshot(driver, info["height"], shots / stem)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def screenshot(driver, height: int, stem: Path) -> None:
+    """The whole page as PNG tiles of at most MAX_SHOT_HEIGHT pixels (STEM.png, STEM-2.png, ...):
+    the viewport is made as tall as a tile, so the page is laid out as in a 1280-px-wide window."""
+    for i, y in enumerate(range(0, height, MAX_SHOT_HEIGHT)):
+        tile = min(MAX_SHOT_HEIGHT, height - y)
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": WINDOW[0], "height": tile, "deviceScaleFactor": 1, "mobile": False})
+        driver.execute_script("window.scrollTo(0, arguments[0]);", y)
+        time.sleep(0.3)
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+        path = stem.with_name(stem.name + (f"-{i + 1}" if i else "") + ".png")
+        path.write_bytes(base64.b64decode(shot["data"]))
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def check_sources_files(html_dir: Path) -> list[str]:
