@@ -4,8 +4,8 @@
 ``python tools/check_book.py sources``
     Fast, no build needed: every chapter's Colab install cell installs the package from the
     repository named in ``_config.yml`` (the one place the URL is written; ``--fix`` rewrites the
-    cells after it changes), code lines fit the page, and chapters are referred to by ``{doc}``
-    links, not as file-name literals.
+    cells after it changes; then ``make pairs``), the install cell fits the page unwrapped, and
+    chapters are referred to by ``{doc}`` links, not as file-name literals.
 
 ``python tools/check_book.py browser [HTML_DIR]``
     After ``jupyter-book build book/``: serves the HTML on a loopback port and opens every page
@@ -14,9 +14,11 @@
     ``\\(`` or ``\\[`` left, no MathJax errors), every image loaded with a non-zero size, every
     internal link and anchor resolves, each chapter has its Colab launch button (pointing at a
     notebook that exists in the repository) and its download buttons, no code cell is cut off
-    at the page's width, no output shows a path of the build machine, and no progress bar was
-    printed as many lines. It writes a full-page screenshot of each page to
-    ``HTML_DIR/_screenshots/`` and exits 1 naming each page and what is wrong.
+    at the page's width, chapter text has no unresolved cross-reference, no page (nor the
+    downloadable notebooks in ``_sources/``) shows a path of the build machine, and no progress
+    bar was printed as many lines. It writes a full-page screenshot of each page to
+    ``HTML_DIR/_screenshots/`` (tiles for long pages: NAME.png, NAME-2.png, ...) and exits 1
+    naming each page and what is wrong; ``--page NAME`` checks only some pages.
 
 Chromium and its driver come from the system (Debian: ``apt-get install chromium
 chromium-driver``), found on PATH or through ``$CHROMIUM`` and ``$CHROMEDRIVER``; Selenium only
