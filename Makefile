@@ -13,11 +13,11 @@ BOOK_ENV := MMVAE_LITE_DATA=$(BOOK_DATA) MMVAE_LITE_CACHE=$(abspath _build/cache
 BOOK_RUN := $(PY) -m data_prep.serve_mirror --dir $(MIRROR_DIR) --
 endif
 
-.PHONY: setup test unit pairs book clean
+.PHONY: setup test unit pairs book browser clean
 setup:
 	$(PY) -m pip install -r requirements.txt
 
-test: unit pairs book
+test: unit pairs book browser
 
 unit:
 	$(PY) -m pytest -q --durations=10
@@ -28,10 +28,17 @@ pairs:
 	git diff --exit-code --stat -- book/ || (echo "book/*.ipynb out of sync with book/*.md: run 'make pairs' and commit" && exit 1)
 
 book:
+	$(PY) tools/check_book.py sources
 ifdef BOOK_RUN
 	rm -rf $(BOOK_DATA) && mkdir -p $(BOOK_DATA)
 endif
 	$(BOOK_ENV) $(BOOK_RUN) jupyter-book build book/ -W --keep-going
+
+# The built book as a reader gets it: every page in headless Chromium, offline (math typeset, images
+# loaded, links resolve, launch/download buttons, no machine paths); screenshots in
+# _build/html/_screenshots/. Needs chromium + chromedriver (Debian: chromium chromium-driver).
+browser:
+	$(PY) tools/check_book.py browser _build/html
 
 clean:
 	rm -rf book/_build _build

@@ -65,7 +65,7 @@ def make_latent(family: str, loc: torch.Tensor, scale: torch.Tensor) -> Distribu
 def kl_divergence(q: Distribution, p: Distribution) -> torch.Tensor:
     """Closed-form per-dimension KL(q || p) for Laplace-Laplace and Normal-Normal pairs.
 
-    Laplace: KL = log(b_p / b_q) + |mu_q - mu_p| / b_p + (b_q / b_p) exp(-|mu_q - mu_p| / b_q) - 1.
+    Laplace: ``KL = log(b_p / b_q) + |mu_q - mu_p| / b_p + (b_q / b_p) exp(-|mu_q - mu_p| / b_q) - 1``.
     (torch registers no Laplace-Laplace KL; the authors fall back to a 100-sample Monte Carlo
     estimate.  The closed form is exact and cheaper.)
     """
@@ -141,7 +141,7 @@ class Likelihood:
 class LaplaceLikelihood(Likelihood):
     """Laplace(x; mean, b) with a fixed scale ``b`` (0.75 for images, as in the authors' code).
 
-    log p = -|x - mean| / b - log(2 b), summed over pixels.
+    ``log p = -|x - mean| / b - log(2 b)``, summed over pixels.
     """
 
     def __init__(self, scale: float = 0.75, event_dims: int = 3) -> None:

@@ -426,7 +426,7 @@ class MultimodalVAE(nn.Module):
         """The M x M matrix of reconstructions: ``out[src][tgt]`` decodes ``tgt`` from q(z | x_src).
 
         Samples from all sources are stacked to (M, K, B, L) and each target decoder is called once
-        on the stack (M decoder calls, not M^2). Values are likelihood means, shape (K, B, *event).
+        on the stack (M decoder calls, not M^2). Values are likelihood means, shape ``(K, B, *event)``.
         """
         present, z = self.unimodal_samples(batch, K, mean=mean_latent)
         out: dict[str, dict[str, torch.Tensor]] = {s: {} for s in present}

@@ -2,12 +2,15 @@
 
 ``setup()`` reads the preset switch ``MMVAE_LITE_PRESET`` (``quick`` or ``paper``; default:
 ``paper`` when a CUDA GPU is present, else ``quick``), picks the device once, seeds everything,
-and prints one line saying which preset, device and data directory the chapter runs with.
+and prints a short header saying which preset, device and data directory the chapter runs with.
+The header names the data directory without the machine's absolute path (``$MMVAE_LITE_DATA``
+and the folder's name, or ``~/...``), so a built book shows nothing of the machine it was built on.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -38,6 +41,20 @@ def _inline_figures() -> None:
         ip.run_line_magic("matplotlib", "inline")
 
 
+def describe_data_root(root: Path, env_value: "str | None", env_name: str = "MMVAE_LITE_DATA") -> str:
+    """Name the data directory ``root`` for printing, without the machine's absolute path.
+
+    ``root`` came from ``$env_name`` (whose value is ``env_value``): ``"$MMVAE_LITE_DATA (…/data)"``;
+    under the home directory: ``"~/.cache/mmvae_lite"``; anywhere else: ``"…/<folder name>"``.
+    """
+    if env_value:
+        return f"${env_name} (…/{Path(env_value).name or root.name})"
+    try:
+        return "~/" + root.resolve().relative_to(Path.home().resolve()).as_posix()
+    except (ValueError, RuntimeError, OSError):  # not under home, or no home directory
+        return f"…/{root.name}"
+
+
 @dataclass(frozen=True)
 class Session:
     preset: str
@@ -64,13 +81,15 @@ def setup(seed: int = 0, threads: "int | None" = None) -> Session:
         pass
     _inline_figures()
     try:
-        from .data import data_root
-        root = str(data_root())
+        from . import data
+        env_name = getattr(data, "DATA_ENV", "MMVAE_LITE_DATA")
+        root = describe_data_root(data.data_root(), os.environ.get(env_name), env_name)
     except Exception as e:  # noqa: BLE001 - a header must never stop a chapter
-        root = f"unavailable ({e})"
-    print(f"[mmvae_lite] preset: {preset} (set {PRESET_ENV}=quick|paper) | device: {device} | "
-          f"torch {torch.__version__} | data: {root}")
+        root = f"unavailable ({type(e).__name__})"
+    # Two short lines, so that nothing is cut off at the book's width.
+    print(f"[mmvae_lite] preset: {preset} ({PRESET_ENV}=quick|paper) | device: {device}\n"
+          f"[mmvae_lite] data: {root} | torch {torch.__version__}")
     return Session(preset, device, seed)
 
 
-__all__ = ["setup", "preset_from_env", "Session", "PRESET_ENV"]
+__all__ = ["setup", "preset_from_env", "describe_data_root", "Session", "PRESET_ENV"]
