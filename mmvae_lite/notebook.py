@@ -1,7 +1,7 @@
 """Small conveniences for the book's chapters (and your own notebooks).
 
-``setup()`` reads the preset switch ``MMVAE_LITE_PRESET`` (``quick`` or ``paper``; default:
-``paper`` when a CUDA GPU is present, else ``quick``), picks the device once, seeds everything,
+``setup()`` reads the preset switch ``MMVAE_LITE_PRESET`` (``quick`` or ``paper``; default
+``quick``, also on a GPU: a chapter never starts hours of training unless asked to), picks the device once, seeds everything,
 and prints a short header saying which preset, device and data directory the chapter runs with.
 The header names the data directory without the machine's absolute path (``$MMVAE_LITE_DATA``
 and the folder's name, or ``~/...``), so a built book shows nothing of the machine it was built on.
@@ -20,10 +20,13 @@ PRESET_ENV = "MMVAE_LITE_PRESET"
 
 
 def preset_from_env() -> str:
-    """``quick`` or ``paper``, from ``$MMVAE_LITE_PRESET`` or from whether a GPU is present."""
+    """``quick`` or ``paper``, from ``$MMVAE_LITE_PRESET``; ``quick`` when unset.
+
+    Never ``paper`` by default, not even on a GPU: opened in Colab, a chapter must not silently
+    start many hours of training (paper-scale runs belong to the CLI, see chapter 10)."""
     preset = os.environ.get(PRESET_ENV, "").strip().lower()
     if not preset:
-        return "paper" if torch.cuda.is_available() else "quick"
+        return "quick"
     if preset not in ("quick", "paper"):
         raise ValueError(f"{PRESET_ENV}={preset!r}: choose 'quick' or 'paper'")
     return preset

@@ -41,3 +41,11 @@ def test_preset_from_env_rejects_unknown(monkeypatch):
     monkeypatch.setenv("MMVAE_LITE_PRESET", "huge")
     with pytest.raises(ValueError, match="MMVAE_LITE_PRESET"):
         notebook.preset_from_env()
+
+
+def test_preset_is_quick_unless_asked_even_with_a_gpu(monkeypatch):
+    monkeypatch.delenv(notebook.PRESET_ENV, raising=False)
+    monkeypatch.setattr(notebook.torch.cuda, "is_available", lambda: True)
+    assert notebook.preset_from_env() == "quick"
+    monkeypatch.setenv(notebook.PRESET_ENV, "paper")
+    assert notebook.preset_from_env() == "paper"
