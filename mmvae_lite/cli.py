@@ -245,6 +245,8 @@ def run_train(args: argparse.Namespace) -> int:
             return 2
         print(f"resumed from {run_dir / 'checkpoint.pt'} at epoch {trainer.epoch}")
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    with open(run_dir / "command.txt", "a") as f:   # every command that trained this run, in order
+        f.write("python -m mmvae_lite " + " ".join(getattr(args, "argv", None) or sys.argv[1:]) + "\n")
     print(f"training {cfg.model} on {cfg.experiment} ({cfg.preset} preset): objective {cfg.objective} "
           f"[{cfg.gradient}], K={cfg.K}, batch {cfg.batch_size}, {cfg.epochs} epochs, device {trainer.device}")
     t0 = time.perf_counter()
@@ -287,7 +289,7 @@ def _plain(v):
     return None if f != f else f
 
 
-def _flat(df) -> dict:
+def flat_table(df) -> dict:
     """A one-row DataFrame as ``{column: value}``; a table as ``{"row/column": value}``."""
     if len(df) == 1:
         return {str(k): _plain(v) for k, v in df.iloc[0].to_dict().items()}
@@ -300,13 +302,13 @@ def evaluate_run(model, cfg: Config, train, test, *, progress: bool = True, root
     quick = cfg.preset != "paper"
     if cfg.experiment == "mnist-svhn":
         out = evaluation.evaluate_mnist_svhn(model, test, train, quick=quick, root=root, progress=progress)
-        metrics = {name: _flat(out[name]) for name in ("classifiers", "coherence", "latent_accuracy", "likelihoods")
+        metrics = {name: flat_table(out[name]) for name in ("classifiers", "coherence", "latent_accuracy", "likelihoods")
                    if name in out}
         batch = next(iter(evaluation.iterate_examples(test, 8, names=model.names)))[0]
         return metrics, plotting.plot_cross_generation(model, batch)
     if cfg.experiment.startswith("cub"):
         out = evaluation.evaluate_cub(model, test, train, quick=quick, progress=progress)
-        return {"cca": _flat(out["cca"])}, None
+        return {"cca": flat_table(out["cca"])}, None
     from .objectives import get_objective
     from .training import Trainer
     bound = Trainer(model, get_objective("iwae"), K=cfg.eval_K, progress=False, verbose=False).evaluate(test)
@@ -336,15 +338,52 @@ def run_record(cfg: Config, trainer, history, train, test, metrics: dict, *, tra
             "history": history.to_dicts(), "metrics": metrics}
 
 
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="evaluate a finished run and ship it as a reference model (results/<name>/)",
+                       description="Evaluate a run folder's checkpoint (coherence on 5000 test pairs, float16 "
+                                   "check, time-to-coherence of its epochNN.pt snapshots) and write "
+                                   "OUT/NAME/: weights, config, history, metrics, figure; registers the sha256.")
+    p.add_argument("run", help="run folder written by `train` (holds checkpoint.pt)")
+    p.add_argument("--name", required=True, help="name of the shipped model, e.g. mnist-svhn-mmvae")
+    p.add_argument("--out", default="results", help="where to write NAME/ (default: results/)")
+    p.add_argument("--data-root", help="data directory (default: $MMVAE_LITE_DATA or ~/.cache/mmvae_lite)")
+    p.add_argument("--n-coherence", type=int, default=5000, help="test pairs for coherence (default 5000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .reference import PretrainedError, export_run
+    if not (Path(args.run) / "checkpoint.pt").is_file():
+        print(f"error: no checkpoint.pt in {args.run}: give the folder of a `train` run", file=sys.stderr)
+        return 2
+    try:
+        record = export_run(args.run, args.name, args.out, n_coherence=args.n_coherence, n_joint=args.n_coherence,
+                            root=args.data_root, progress=not args.no_progress,
+                            command="python -m mmvae_lite " + " ".join(args.argv))
+    except PretrainedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for key in ("coherence", "latent_accuracy"):
+        if key in record.get("metrics", {}):
+            print(f"{key}: " + ", ".join(f"{k} {v:.4g}" for k, v in record["metrics"][key].items()
+                                          if isinstance(v, float)))
+    print(f"shipped {args.name} to {Path(args.out) / args.name}: "
+          + ", ".join(f"{f['name']} ({f['bytes'] / 2 ** 20:.1f} MiB)" for f in record["files"]))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmvae_lite",
                                      description="mmvae_lite: multimodal VAEs (MMVAE, MVAE) of Shi et al. (2019)")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _export_parser(sub)
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.command == "train":
         return run_train(args)
+    if args.command == "export":
+        return run_export(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2
 

@@ -340,12 +340,9 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
         c16 = half["coherence"].iloc[0].to_dict()
         worst = max(abs(c32[k] - c16[k]) for k in c32) * 100
         dtype = torch.float16 if worst <= 0.5 else torch.float32
-        record["metrics"] = {k: {kk: (None if vv != vv else vv) for kk, vv in
-                                 (df.iloc[0].to_dict() if len(df) == 1 else
-                                  {f"{i}/{c}": v for i, r in df.to_dict(orient="index").items()
-                                   for c, v in r.items()}).items()}
-                             for k, df in full.items() if k in ("classifiers", "coherence", "latent_accuracy",
-                                                                 "likelihoods")}
+        from .cli import flat_table
+        record["metrics"] = {k: flat_table(df) for k, df in full.items()
+                             if k in ("classifiers", "coherence", "latent_accuracy", "likelihoods")}
         record["coherence_float16"] = c16
         record["float16_max_coherence_change_points"] = round(worst, 3)
         record["n_coherence"], record["n_joint"] = n_coherence, n_joint
