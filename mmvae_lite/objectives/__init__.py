@@ -28,7 +28,7 @@ mixture). The multimodal objectives the paper trains draw *stratified* samples f
 while dividing by the mixture; applying eq. (8) there (``m_dreg_stratified``, ``m_dreg_mixture``:
 the authors' intent and MultiVae's implementation) is **biased** for M > 1 and K > 1, and STL more
 so. Unbiased gradients of eq. (3): ``m_iwae_stratified`` (plain) and ``m_dreg_stratified_unbiased``
-(reparameterised, derived in :mod:`.unbiased`); of eq. (5): ``m_iwae_mixture``. Chapter 5 of the
+(reparameterised, derived in :mod:`.unbiased`); of eq. (5): ``m_iwae_mixture``. Chapter 6 of the
 book measures these biases against an exact gradient.
 
 Every DReG/STL objective *returns the value of its bound* (so logs show the bound) while its

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Literal, Mapping
 
 import torch
@@ -14,9 +15,9 @@ Objective = Callable[..., torch.Tensor]
 
 def check_K(K: object) -> int:
     """``K`` must be an integer >= 1 (a bool is not accepted); returns it as an int."""
-    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+    if isinstance(K, bool) or not isinstance(K, numbers.Integral) or K < 1:
         raise ValueError(f"K (samples per modality) must be an integer >= 1, got {K!r}")
-    return K
+    return int(K)
 
 
 def check_x(x: "torch.Tensor | Batch") -> None:

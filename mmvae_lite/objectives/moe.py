@@ -67,7 +67,7 @@ def m_dreg_stratified(model: MultimodalVAE, batch: Batch, K: int, gradient: Grad
     **Biased for M > 1 and K > 1.** Eq. (8) assumes each sample comes from the q in the weights'
     denominator; here :math:`z^k_m \sim q_m` while the weights divide by the mixture, so the
     double reparameterisation of the score term does not hold (``tests/test_estimator_bias.py``
-    measures the bias on a toy; chapter 5 tabulates it). ``gradient='stl'`` gives the
+    measures the bias on a toy; chapter 6 tabulates it). ``gradient='stl'`` gives the
     :math:`\tilde w`-weighted path gradient the authors' code actually applied (also biased, more
     so). For an unbiased gradient of eq. (3) with the same reparameterised form use
     :func:`m_dreg_stratified_unbiased`; M = 1 or K = 1 makes this one exact as well.

@@ -28,7 +28,7 @@ PARAMS = ("mu1", "mu2", "log s1", "log s2")
 
 @dataclass(frozen=True)
 class Toy:
-    """Expert parameters, observations and likelihood noise of the toy (defaults: chapter 5's)."""
+    """Expert parameters, observations and likelihood noise of the toy (defaults: chapter 6's)."""
 
     mu: tuple[float, float] = (0.8, -0.6)
     log_scale: tuple[float, float] = (-0.5, 0.0)
