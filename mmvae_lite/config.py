@@ -117,10 +117,22 @@ class Config:
 
 _PAPER_MS = dict(experiment="mnist-svhn", model="mmvae", latent_dim=20, K=30, objective="m_dreg_stratified",
                  batch_size=128, epochs=30, learn_prior=True, eval_K=30)
+# CUB: the authors scale the *image* log-likelihood down towards the sentence's 32 tokens and leave
+# the sentence at weight 1 (not the "auto" rule, which would weight the sentence by 384 for 64x64
+# images, i.e. act like a KL weight of 1/384). Flags of their released models (README): K=50,
+# 50 epochs, batch 64, latent 64, learnt prior, DReG with --looser (eq. 3).
+CUB_FEATURE_LLIK_SCALING = 0.002
+"""Image-feature weight of the authors' released CUB feature model (``--llik_scaling 0.002``); their
+code's default, used when the flag is 0, is maxSentLen / 2048 = 32 / 2048 = 0.0156."""
+CUB_IMAGE_LLIK_SCALING = 32 / (3 * 64 * 64)
+"""Image weight of the authors' raw-image CUB model: maxSentLen / (3 * 64 * 64) = 0.0026 (their default)."""
+
 _PAPER_CUB = dict(experiment="cub-features", model="mmvae", latent_dim=64, K=50, objective="m_dreg_stratified",
                   batch_size=64, epochs=50, learn_prior=True, eval_K=50,
-                  # the authors' code: image-feature log-likelihood scaled by maxSentLen / 2048
-                  llik_scaling={"image": 32 / 2048})
+                  llik_scaling={"image": CUB_FEATURE_LLIK_SCALING})
+_PAPER_CUB_IMAGES = dict(experiment="cub-images", model="mmvae", latent_dim=64, K=50, objective="m_dreg_stratified",
+                         batch_size=64, epochs=50, learn_prior=True, eval_K=50,
+                         llik_scaling={"image": CUB_IMAGE_LLIK_SCALING})
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "mnist": {
@@ -154,10 +166,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "quick": dict(_PAPER_CUB, latent_dim=32, K=4, epochs=3, train_subset=4000, test_subset=1000, eval_K=10),
     },
     "cub-images": {
-        "paper": dict(experiment="cub-images", model="mmvae", latent_dim=64, K=30, objective="m_dreg_stratified",
-                      batch_size=64, epochs=50, llik_scaling="auto"),
-        "quick": dict(experiment="cub-images", model="mmvae", latent_dim=32, K=2, objective="m_dreg_stratified",
-                      batch_size=64, epochs=3, train_subset=3000, test_subset=500, eval_K=5),
+        "paper": _PAPER_CUB_IMAGES,
+        "quick": dict(_PAPER_CUB_IMAGES, latent_dim=32, K=2, epochs=3, train_subset=3000, test_subset=500, eval_K=5),
     },
 }
 
@@ -231,4 +241,5 @@ def build_model(cfg: Config) -> "VAE | MultimodalVAE":
     return MultimodalVAE(mods, prior, joint="poe" if cfg.model == "mvae" else "moe", llik_scaling=cfg.llik_scaling)
 
 
-__all__ = ["Config", "PRESETS", "EXPERIMENTS", "get_config", "build_model", "make_modality"]
+__all__ = ["Config", "PRESETS", "EXPERIMENTS", "get_config", "build_model", "make_modality",
+           "CUB_FEATURE_LLIK_SCALING", "CUB_IMAGE_LLIK_SCALING"]

@@ -85,7 +85,10 @@ def test_paper_models_have_the_paper_shapes_and_scaling():
     assert m.latent_dim == 20 and m.names == ["mnist", "svhn"]
     assert m.llik_scaling["mnist"] == pytest.approx(3072 / 784) and m.llik_scaling["svhn"] == 1.0
     cub = build_model(get_config("cub-features", "paper"))
-    assert cub.llik_scaling["image"] == pytest.approx(32 / 2048) and cub.prior.family == "normal"
+    assert cub.llik_scaling["image"] == pytest.approx(0.002) and cub.prior.family == "normal"
+    assert cub.llik_scaling["sentence"] == 1.0
+    cub_images = build_model(get_config("cub-images", "paper"))   # the authors' 32 / (3 * 64 * 64), sentence 1
+    assert cub_images.llik_scaling == pytest.approx({"image": 32 / 12288, "sentence": 1.0})
     mvae = build_model(get_config("mnist-svhn", "paper", model="mvae"))
     assert isinstance(mvae.joint_rule, ProductOfExperts) and mvae.prior.family == "normal"
 

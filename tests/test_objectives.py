@@ -255,3 +255,111 @@ def test_mvae_elbo_is_sum_of_joint_and_unimodal_elbos():
             rec = sum(model.log_likelihood(sub, z).values()).mean(0)
             total += (rec - O.kl_divergence(q, prior).sum(-1)).mean().item()
     assert v == pytest.approx(total, rel=0.01)
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimators that coincide, appendix B's gradient, argument checks
+# ---------------------------------------------------------------------------------------------
+def _all_grads(model):
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("which", ["vae", "stratified"])
+def test_dreg_and_stl_coincide_exactly_at_K1(which, tiny_vae):
+    """One sample per normalisation: w~ = 1, so DReG's w~^2 and STL's w~ weight the same path gradient.
+
+    (Not so for eq. (5) or the ancestral bound at K = 1: their one normalisation holds M samples.)"""
+    model, batch, fn = ((tiny_vae, torch.randn(4, 3), O.dreg) if which == "vae"
+                        else (make_tiny_mm(), tiny_batch(4), O.m_dreg_stratified))
+    _run(lambda: fn(model, batch, 1), model, 3)
+    g_dreg = _all_grads(model)
+    _run(lambda: fn(model, batch, 1, gradient="stl"), model, 3)
+    g_stl = _all_grads(model)
+    for a, b in zip(g_dreg, g_stl):
+        assert torch.equal(a, b)
+
+
+def test_unbiased_stratified_dreg_value_decoder_gradient_and_K1():
+    """Value and decoder gradient are eq. (3)'s; at K = 1 the encoder gradient is STL's (path gradient)."""
+    model = make_tiny_mm()
+    batch = tiny_batch(5)
+    dec = [p for m in model.modalities.values() for p in m.decoder.parameters()] + [model.prior.logits]
+    v1 = _run(lambda: O.m_dreg_stratified_unbiased(model, batch, 4), model, 6)
+    g1 = [p.grad.clone() for p in dec]
+    v2 = _run(lambda: O.m_iwae_stratified(model, batch, 4), model, 6)
+    g2 = [p.grad.clone() for p in dec]
+    torch.testing.assert_close(v1, v2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    _run(lambda: O.m_dreg_stratified_unbiased(model, batch, 1), model, 7)
+    g_unb = _all_grads(model)
+    _run(lambda: O.m_dreg_stratified(model, batch, 1, gradient="stl"), model, 7)
+    for a, b in zip(g_unb, _all_grads(model)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():                       # evaluation mode returns the bound
+        torch.manual_seed(1)
+        a = O.m_dreg_stratified_unbiased(model, batch, 3)
+        torch.manual_seed(1)
+        b = O.m_iwae_stratified(model, batch, 3)
+    torch.testing.assert_close(a, b)
+
+
+def test_m_elbo_is_appendix_gradient():
+    """Same value; appendix B's cross terms send phi_j no gradient through z_j; theta gets the same gradient."""
+    model = make_tiny_mm()
+    batch = tiny_batch(4)
+    v_auth = _run(lambda: O.m_elbo_is(model, batch, 3), model, 2)
+    g_auth = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    f_app = O.get_objective("m_elbo_is_appendix")
+    v_app = _run(lambda: f_app(model, batch, 3), model, 2)
+    g_app = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    torch.testing.assert_close(v_auth, v_app)
+    for n in g_auth:
+        if ".decoder." in n:
+            torch.testing.assert_close(g_auth[n], g_app[n])
+    assert any((g_auth[n] - g_app[n]).abs().max() > 1e-6 for n in g_auth if ".encoder." in n)
+
+    # independent construction of appendix B's encoder gradient: cross terms with z_j detached
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(2)
+    _, experts = model.experts(batch)
+    z = experts.rsample((3,)).transpose(0, 1)                  # (M, K, B, L)
+    names = model.names
+    total = 0.0
+    for i in range(2):
+        for j in range(2):
+            zj = z[j] if i == j else z[j].detach()
+            lp = model.llik_scaling[names[j]] * model.modalities[names[j]].log_likelihood(
+                model.modalities[names[j]].decode(zj), batch[names[j]])
+            ratio = 1.0 if i == j else (experts.log_prob(z[j].detach().unsqueeze(-3)).sum(-1)[:, i]
+                                        - experts.log_prob(z[j].detach().unsqueeze(-3)).sum(-1)[:, j].detach()).exp()
+            total = total + (ratio * lp).mean(0)
+        total = total - O.kl_divergence(experts, model.prior()).sum(-1)[i]
+    (total.mean() / 2).backward()
+    for n, p in model.named_parameters():
+        if p.grad is not None and n in g_app:
+            torch.testing.assert_close(p.grad, g_app[n], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(O.OBJECTIVES))
+def test_objectives_validate_K_and_batch(name):
+    fn = O.get_objective(name)
+    if name in ("elbo", "iwae", "dreg"):
+        model, ok, empty = make_tiny_mm(), None, None
+        from conftest import tiny_modality as tm
+        model = VAE(tm("x", 3, 2), Prior(2, "laplace"))
+        ok, empty, mismatched = torch.randn(3, 3), torch.randn(0, 3), None
+    else:
+        model = make_tiny_mm("poe", "normal") if name == "mvae_elbo" else make_tiny_mm()
+        ok = tiny_batch(3)
+        empty = {"a": torch.randn(0, 3), "b": torch.randn(0, 5)}
+        mismatched = {"a": torch.randn(3, 3), "b": torch.randn(2, 5)}
+    for bad in (0, -1, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="K"):
+            fn(model, ok, bad)
+    with pytest.raises(ValueError, match="batch|x"):
+        fn(model, empty, 2)
+    if mismatched is not None:
+        with pytest.raises(ValueError, match="batch"):
+            fn(model, mismatched, 2)
+    assert torch.isfinite(fn(model, ok, 2))
