@@ -246,7 +246,8 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"resumed from {run_dir / 'checkpoint.pt'} at epoch {trainer.epoch}")
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
     with open(run_dir / "command.txt", "a") as f:   # every command that trained this run, in order
-        f.write("python -m mmvae_lite " + " ".join(getattr(args, "argv", None) or sys.argv[1:]) + "\n")
+        f.write("python -m mmvae_lite " + " ".join(getattr(args, "argv", None) or sys.argv[1:])
+                + f"   # git commit {_git_commit() or 'unknown'}\n")
     print(f"training {cfg.model} on {cfg.experiment} ({cfg.preset} preset): objective {cfg.objective} "
           f"[{cfg.gradient}], K={cfg.K}, batch {cfg.batch_size}, {cfg.epochs} epochs, device {trainer.device}")
     t0 = time.perf_counter()
@@ -351,6 +352,22 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _git_commit() -> Optional[str]:
+    import subprocess
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _portable_command(argv: Sequence[str], run: str) -> str:
+    """The command line as recorded in shipped files: the run folder by its name, never by a path
+    of the machine it was exported on."""
+    shown = str(Path("runs") / Path(run).name)
+    return "python -m mmvae_lite " + " ".join(shown if a == run else a for a in argv)
+
+
 def run_export(args: argparse.Namespace) -> int:
     from .reference import PretrainedError, export_run
     if not (Path(args.run) / "checkpoint.pt").is_file():
@@ -359,7 +376,7 @@ def run_export(args: argparse.Namespace) -> int:
     try:
         record = export_run(args.run, args.name, args.out, n_coherence=args.n_coherence, n_joint=args.n_coherence,
                             root=args.data_root, progress=not args.no_progress,
-                            command="python -m mmvae_lite " + " ".join(args.argv))
+                            command=_portable_command(args.argv, args.run))
     except PretrainedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

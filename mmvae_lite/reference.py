@@ -297,6 +297,19 @@ def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, ro
     return rows
 
 
+def _machine() -> str:
+    """``"<cpu model>, <n> cores"`` (or the CUDA device): where a shipped model was evaluated."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    name = ""
+    try:
+        name = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    import platform
+    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
 def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coherence: int = 5000,
                n_joint: int = 5000, root: Optional[PathLike] = None, command: Optional[str] = None,
                progress: bool = True) -> dict[str, Any]:
@@ -308,7 +321,6 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     machine, train seconds, metrics of both precisions, the time-to-coherence curve of the run's
     ``epochNN.pt`` snapshots when present) and a cross-generation figure.
     """
-    import platform
     import subprocess
     import sys
     from .data import experiment_data
@@ -319,14 +331,14 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
                               "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1),
                               "history": state["history"], "export_command": command or " ".join(sys.argv)}
     cmd_file = run_dir / "command.txt"
-    if cmd_file.exists():
+    if cmd_file.exists():   # every command that trained the run (a resumed run has several)
         record["command"] = cmd_file.read_text().strip()
     try:
         record["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                               timeout=10, cwd=Path(__file__).parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         record["git_commit"] = None
-    record["machine"] = f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip()
+    record["machine"] = _machine()
     record["torch"] = torch.__version__
     dtype = torch.float16
     if cfg.experiment == "mnist-svhn":
@@ -355,10 +367,10 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     (folder / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
     (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     if cfg.experiment == "mnist-svhn":
-        from .evaluation import iterate_examples
         from .plotting import plot_cross_generation
-        batch = next(iter(iterate_examples(test, 10, names=model.names)))[0]
-        plot_cross_generation(model, batch, n=10).savefig(folder / "cross_generation.png", bbox_inches="tight")
+        first = torch.stack([torch.nonzero(test.labels == d)[0, 0] for d in range(10)])   # one pair per digit
+        plot_cross_generation(model, test.get_batch(first), n=10, seed=0).savefig(
+            folder / "cross_generation.png", bbox_inches="tight")
     return record
 
 
