@@ -68,6 +68,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return get_config(args.experiment, args.preset, **overrides)
 
 
+#: Config fields that name a run folder when they differ from the preset, and how they are written.
+_RUN_TAGS = (("objective", str), ("gradient", str), ("K", "K{}".format), ("latent_dim", "L{}".format),
+             ("lr", "lr{:g}".format), ("scale_param", str), ("batch_size", "b{}".format), ("seed", "seed{}".format),
+             ("train_subset", lambda v: f"n{v or 'all'}"), ("test_subset", lambda v: f"t{v or 'all'}"),
+             ("bf16", lambda v: "bf16"))
+
+
 def run_name(cfg: Config) -> str:
     """``<experiment>-<model>-<preset>``, plus a tag for each setting that differs from the preset
     (objective, gradient, K, latent size, lr, scale rule, batch size ``b``, seed, train/test subset
@@ -79,29 +86,7 @@ def run_name(cfg: Config) -> str:
         base = get_config(cfg.experiment, cfg.preset, model=cfg.model)
     except (ValueError, TypeError):
         return name
-    tags = []
-    if cfg.objective != base.objective:
-        tags.append(cfg.objective)
-    if cfg.gradient != base.gradient:
-        tags.append(cfg.gradient)
-    if cfg.K != base.K:
-        tags.append(f"K{cfg.K}")
-    if cfg.latent_dim != base.latent_dim:
-        tags.append(f"L{cfg.latent_dim}")
-    if cfg.lr != base.lr:
-        tags.append(f"lr{cfg.lr:g}")
-    if cfg.scale_param != base.scale_param:
-        tags.append(cfg.scale_param)
-    if cfg.batch_size != base.batch_size:
-        tags.append(f"b{cfg.batch_size}")
-    if cfg.seed != base.seed:
-        tags.append(f"seed{cfg.seed}")
-    if cfg.train_subset != base.train_subset:
-        tags.append(f"n{cfg.train_subset or 'all'}")
-    if cfg.test_subset != base.test_subset:
-        tags.append(f"t{cfg.test_subset or 'all'}")
-    if cfg.bf16 != base.bf16:
-        tags.append("bf16")
+    tags = [fmt(getattr(cfg, field)) for field, fmt in _RUN_TAGS if getattr(cfg, field) != getattr(base, field)]
     return "-".join([name, *tags])
 
 

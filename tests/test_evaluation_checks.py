@@ -18,12 +18,7 @@ from mmvae_lite.distributions import Prior
 from mmvae_lite.models import VAE
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Readout(nn.Module):
