@@ -56,7 +56,7 @@ FIELDS = ("implementation", "mode", "config", "objective", "K", "batch", "sample
 # ---------------------------------------------------------------------------------------------
 def rss_now_mb() -> float:
     """Current resident set size (Linux /proc; falls back to the peak elsewhere)."""
-    from mmvae_lite.training import _statm_rss_mb   # the reading the Trainer's HeapTrimmer uses
+    from mmvae_lite.runtime import _statm_rss_mb   # the reading the Trainer's HeapTrimmer uses
     try:
         return _statm_rss_mb()
     except (OSError, ValueError, AttributeError):

@@ -140,7 +140,7 @@ class Likelihood:
 class LaplaceLikelihood(Likelihood):
     """Laplace(x; mean, b) with a fixed scale ``b`` (0.75 for images, as in the authors' code).
 
-    log p = -|x - mean| / b - log(2 b), summed over pixels.
+    ``log p = -|x - mean| / b - log(2 b)``, summed over pixels.
     """
 
     def __init__(self, scale: float = 0.75, event_dims: int = 3) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .training import seed_everything, select_device
+from .runtime import seed_everything, select_device
 
 PRESET_ENV = "MMVAE_LITE_PRESET"
 

@@ -7,7 +7,7 @@ The weights are looked for, in this order,
 2. in the data directory's cache (``<data dir>/pretrained/<name>/``),
 3. on the project's repository, downloaded into that cache (unless downloads are off),
 
-and every file is checked against the sha256 recorded in :data:`REGISTRY` before it is read,
+and every file is checked against the sha256 recorded in the registry before it is read,
 so a truncated or altered file is never loaded. The registry lives inside the package
 (``reference_models.json``) so that a ``pip install``-ed copy without the checkout (Colab) knows what
 to download and how to check it.
