@@ -182,8 +182,12 @@ def _torchvision_download(what: str, urls: Sequence[str], stage: Path, make,
         raise DownloadError(f"{what}: no source reachable within {PROBE_TIMEOUT:g} s ({hosts}; offline?)",
                             f"offline: {hosts} unreachable")
     log = io.StringIO()
+    # MMVAE_LITE_PROGRESS=0 (the book's build) also silences torchvision's own progress bar on stderr,
+    # which a non-terminal output would otherwise keep as one line per refresh
+    quiet = os.environ.get("MMVAE_LITE_PROGRESS", "1") == "0"
     try:
-        with _socket_timeout(READ_TIMEOUT), contextlib.redirect_stdout(log):
+        with _socket_timeout(READ_TIMEOUT), contextlib.redirect_stdout(log), \
+                (contextlib.redirect_stderr(log) if quiet else contextlib.nullcontext()):
             make()
     except (RuntimeError, urllib.error.URLError, OSError) as e:
         why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
