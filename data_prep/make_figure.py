@@ -21,7 +21,7 @@ def make_figure(out: Path, seed: int = 0, dpi: int = 110) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from mmvae_lite.standins import bird_captions, house_numbers
+    from mmvae_lite.data.standins import bird_captions, house_numbers
 
     digits, labels = house_numbers(64, seed)
     birds = bird_captions(8, seed)

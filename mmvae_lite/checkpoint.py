@@ -270,6 +270,22 @@ def load_weights(model: nn.Module, source: "Union[str, Path, Mapping[str, torch.
     return model
 
 
+def warm_start(model: nn.Module, path: "str | Path", config: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """Load the model weights of another run's trainer checkpoint into ``model`` (a warm start).
+
+    Unlike a resume, nothing else is taken over (optimiser, epoch, RNG, settings), so the new run may
+    use another K, batch size or learning rate. The checkpoint must hold the same experiment, model
+    kind and modalities (checked before anything is loaded). Returns the checkpoint's dict, whose
+    ``history`` says how much training the weights already had.
+    """
+    state = read_checkpoint(path)
+    problems = model_differences(state, model, config or {})
+    if problems:
+        raise CheckpointError(f"{path} cannot start this model: " + "; ".join(problems))
+    load_weights(model, state["model"])
+    return state
+
+
 __all__ = ["FORMAT", "VERSION", "LEGACY_FORMAT", "CheckpointError", "read_checkpoint", "load_weights",
            "model_info", "torch_load", "parameter_differences", "optimizer_differences", "model_differences",
-           "training_differences"]
+           "training_differences", "warm_start"]

@@ -40,6 +40,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs", help="folder for checkpoints and histories (default: runs/)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run folder's checkpoint with the same settings (--epochs may raise the total)")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start from the model weights of another run's checkpoint.pt (a warm start: new optimiser, "
+                        "new settings; the run folder gets the tag 'warm')")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in the run folder (its checkpoint, history and metrics) instead of refusing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -60,6 +63,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
             overrides[name] = v or None
     if args.bf16:
         overrides["bf16"] = True
+    if getattr(args, "init_from", None):
+        overrides["init_from"] = args.init_from
     if overrides.get("model") == "vae" and args.experiment in ("mnist-svhn", "cub-features", "cub-images"):
         raise SystemExit(f"error: model 'vae' needs a single-modality experiment (mnist or svhn), "
                          f"not {args.experiment!r}")
@@ -72,7 +77,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 _RUN_TAGS = (("objective", str), ("gradient", str), ("K", "K{}".format), ("latent_dim", "L{}".format),
              ("lr", "lr{:g}".format), ("scale_param", str), ("batch_size", "b{}".format), ("seed", "seed{}".format),
              ("train_subset", lambda v: f"n{v or 'all'}"), ("test_subset", lambda v: f"t{v or 'all'}"),
-             ("bf16", lambda v: "bf16"))
+             ("bf16", lambda v: "bf16"), ("init_from", lambda v: "warm"))
 
 
 def run_name(cfg: Config) -> str:
@@ -222,6 +227,14 @@ def run_train(args: argparse.Namespace) -> int:
                       batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, bf16=cfg.bf16,
                       eval_objective=get_objective(eval_fn.get(cfg.objective, cfg.objective)), eval_K=cfg.eval_K,
                       progress=not args.no_progress, checkpoint=run_dir / "checkpoint.pt", config=cfg.to_dict())
+    if cfg.init_from and not args.resume:
+        from .checkpoint import warm_start
+        try:
+            init = warm_start(model, cfg.init_from, cfg.to_dict())
+        except (CheckpointError, OSError) as e:
+            print(f"error: --init-from: {e}", file=sys.stderr)
+            return 2
+        print(f"model weights from {cfg.init_from} (after {init['epoch']} epochs of its run; a fresh optimiser)")
     if args.resume:
         try:
             trainer.load(run_dir / "checkpoint.pt")

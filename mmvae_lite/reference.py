@@ -271,28 +271,59 @@ def check_coherence(model: torch.nn.Module, test: Any, *, n: int = 1000, root: O
             coherence(model, test, clfs, n_joint=n, max_examples=n, seed=0, progress=False).items()}
 
 
+def warm_start_chain(cfg: Config) -> list[dict[str, Any]]:
+    """The runs whose weights a run started from (``cfg.init_from``, then theirs...), oldest first:
+    ``{"checkpoint", "epochs", "pairs", "train_seconds", "config"}`` each. Empty for a run from scratch."""
+    from .checkpoint import read_checkpoint
+    chain: list[dict[str, Any]] = []
+    init = cfg.init_from
+    while init:
+        path = Path(init)
+        if not path.exists():
+            raise PretrainedError(f"the run started from {init} (--init-from), which is not here: its training "
+                                  f"time and pairs belong to this run's record")
+        state = read_checkpoint(path)
+        saved = state.get("config") or {}
+        chain.insert(0, {"checkpoint": str(init), "epochs": int(state["epoch"]),
+                         "pairs": int(state["epoch"]) * int(saved.get("train_subset") or 0),
+                         "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1), "config": saved})
+        init = saved.get("init_from")
+    return chain
+
+
 def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, root: Optional[PathLike] = None,
                     progress: bool = False) -> list[dict[str, Any]]:
     """Coherence of every ``epochNN.pt`` snapshot in ``run_dir`` against cumulative training seconds.
 
     This is the "time to coherence" of a recipe: what a reader training on a laptop gets for each
-    minute of training. MNIST-SVHN only (the digit classifiers define coherence).
+    minute of training. MNIST-SVHN only (the digit classifiers define coherence). A warm-started run
+    (``--init-from``) counts the seconds and pairs of the runs it started from, and their snapshots
+    (when their folders hold ``epochNN.pt``) come first in the curve.
     """
     from .data import experiment_data
     from .evaluation import coherence, get_digit_classifier
     snaps = sorted(Path(run_dir).glob("epoch*.pt"))
     rows: list[dict[str, Any]] = []
     test = clfs = None
+    offset = None
     for snap in snaps:
         cfg, model, state = _load_run(snap)
         if cfg.experiment != "mnist-svhn":
             raise PretrainedError("coherence_curve needs an mnist-svhn run")
+        if offset is None:
+            chain = warm_start_chain(cfg)
+            offset = {"seconds": sum(c["train_seconds"] for c in chain), "pairs": sum(c["pairs"] for c in chain)}
+            if chain:
+                rows = coherence_curve(Path(chain[-1]["checkpoint"]).parent, n=n, n_joint=n_joint, root=root,
+                                       progress=progress)
         if test is None:
             _, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=1), root=root, verbose=False)
             clfs = {m: get_digit_classifier(m, root, progress=progress, verbose=False) for m in ("mnist", "svhn")}
-        seconds = sum(r["seconds"] for r in state["history"])
+        seconds = sum(r["seconds"] for r in state["history"]) + offset["seconds"]
         c = coherence(model, test, clfs, n_joint=n_joint, max_examples=n, seed=0, progress=progress)
-        rows.append({"epoch": int(state["epoch"]), "pairs_seen": int(state["epoch"]) * (cfg.train_subset or 0),
+        rows.append({"run": Path(run_dir).name, "K": cfg.K, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                     "epoch": int(state["epoch"]),
+                     "pairs_seen": int(state["epoch"]) * (cfg.train_subset or 0) + offset["pairs"],
                      "train_seconds": round(seconds, 1), **{k: round(float(v), 4) for k, v in c.items()}})
     return rows
 
@@ -330,6 +361,10 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
                               "epochs": int(state["epoch"]), "steps": int(state["step"]),
                               "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1),
                               "history": state["history"], "export_command": command or " ".join(sys.argv)}
+    chain = warm_start_chain(cfg)
+    if chain:   # a warm start: the training its weights had before this run counts too
+        record["warm_started_from"] = chain
+        record["train_seconds_total"] = round(record["train_seconds"] + sum(c["train_seconds"] for c in chain), 1)
     cmd_file = run_dir / "command.txt"
     if cmd_file.exists():   # every command that trained the run (a resumed run has several)
         record["command"] = cmd_file.read_text().strip()
@@ -375,4 +410,4 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
 
 
 __all__ = ["pretrained", "available", "locate", "load_weights", "export", "pretrained_config",
-           "pretrained_record", "PretrainedError", "BASE_URL", "coherence_curve", "export_run", "check_coherence"]
+           "pretrained_record", "PretrainedError", "BASE_URL", "coherence_curve", "warm_start_chain", "export_run", "check_coherence"]

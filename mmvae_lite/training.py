@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from .batches import Batch, batch_rows, iterate_batches, model_batch, num_batches
 from .runtime import HeapTrimmer, available_devices, seed_everything, select_device  # noqa: F401 (re-exported)
+from .checks import check_int
 from .checkpoint import (FORMAT, VERSION, CheckpointError, load_weights, model_differences, model_info,
                          optimizer_differences, parameter_differences, read_checkpoint, training_differences)
 
@@ -148,15 +149,15 @@ class Trainer:
         if eval_objective is not None and not callable(eval_objective):
             raise TypeError(f"eval_objective must be a function (model, batch, K) -> value or None; "
                             f"got {type(eval_objective).__name__}")
-        _check_int("K", K, 1, "importance samples per modality")
-        _check_int("batch_size", batch_size, 1, "examples per step")
+        check_int(K, "K", 1, what="importance samples per modality")
+        check_int(batch_size, "batch_size", 1, what="examples per step")
         if eval_K is not None:
-            _check_int("eval_K", eval_K, 1, "importance samples of the test estimate, or None for K")
-        _check_int("seed", seed, None, "the seed of the data order")
+            check_int(eval_K, "eval_K", 1, what="importance samples of the test estimate, or None for K")
+        check_int(seed, "seed", None, what="the seed of the data order")
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0 (the paper: 1e-3), got {lr!r}")
         if check_every is not None:
-            _check_int("check_every", check_every, 1, "or None for the device's default")
+            check_int(check_every, "check_every", 1, what="or None for the device's default")
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module (a VAE or MultimodalVAE), got {type(model).__name__}")
         self.device = select_device(device)
@@ -272,9 +273,9 @@ class Trainer:
         if data is None:
             raise ValueError("evaluate: no data given (a dataset, a dict of tensors or a DataLoader)")
         if K is not None:
-            _check_int("K", K, 1, "importance samples per modality, or None for eval_K")
+            check_int(K, "K", 1, what="importance samples per modality, or None for eval_K")
         if batch_size is not None:
-            _check_int("batch_size", batch_size, 1, "examples per batch, or None for the trainer's")
+            check_int(batch_size, "batch_size", 1, what="examples per batch, or None for the trainer's")
         self.model.eval()
         total, n = 0.0, 0
         gen = torch.Generator().manual_seed(0)
@@ -304,7 +305,7 @@ class Trainer:
         Raises ``ValueError`` for empty training data or ``epochs`` below the epochs already done, and
         :class:`NonFiniteError` for a non-finite step or test value (neither recorded nor checkpointed).
         """
-        _check_int("epochs", epochs, 1, "the total number of epochs to reach")
+        check_int(epochs, "epochs", 1, what="the total number of epochs to reach")
         if epochs < self.epoch:
             raise ValueError(f"epochs={epochs} is fewer than the {self.epoch} epochs this trainer has done: "
                              f"epochs counts the total (a resumed trainer continues up to it)")
@@ -429,14 +430,6 @@ class Trainer:
         :func:`~mmvae_lite.checkpoint.load_weights`. Optimiser, epoch and history are unchanged."""
         load_weights(self.model, path)
         return self
-
-
-def _check_int(name: str, value: Any, minimum: Optional[int], what: str) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is an integer (>= ``minimum``)."""
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok or (minimum is not None and value < minimum):
-        accepted = "an integer" + (f" >= {minimum}" if minimum is not None else "")
-        raise ValueError(f"{name} must be {accepted} ({what}), got {value!r}")
 
 
 __all__ = ["Trainer", "History", "EpochRecord", "NonFiniteError", "CheckpointError", "select_device",

@@ -144,3 +144,36 @@ def test_cli_refuses_a_second_run_and_resumes_for_more_epochs(tmp_path, capsys):
     assert "no checkpoint at" in capsys.readouterr().err
     assert main(argv + ["--overwrite"]) == 0
     assert len(json.loads((run / "history.json").read_text())) == 1
+
+
+@needs_real_mnist
+def test_warm_start_takes_the_weights_and_new_settings_and_counts_the_earlier_training(tmp_path, capsys):
+    from mmvae_lite.checkpoint import read_checkpoint
+    from mmvae_lite.config import Config
+    from mmvae_lite.reference import warm_start_chain
+    base = ["train", "mnist", "--preset", "quick", "--epochs", "1", "--train-subset", "128", "--test-subset", "32",
+            "--data-root", str(SHARED), "--out", str(tmp_path), "--no-progress", "--no-eval"]
+    assert main(base) == 0
+    first = tmp_path / "mnist-vae-quick-n128-t32" / "checkpoint.pt"
+    before = read_checkpoint(first)
+    # K=2 and another lr: a warm start, not a resume, so other settings are allowed; zero epochs are not
+    # possible, so compare the weights the second run saw by training it with a learning rate of ~0
+    assert main(base + ["--init-from", str(first), "--K", "2", "--lr", "1e-12"]) == 0
+    out = capsys.readouterr().out
+    assert "after 1 epochs of its run; a fresh optimiser" in out
+    warm = tmp_path / "mnist-vae-quick-K2-lr1e-12-n128-t32-warm"
+    after = read_checkpoint(warm / "checkpoint.pt")
+    for k, v in before["model"].items():
+        assert torch.allclose(v, after["model"][k], atol=1e-6), k
+    cfg = Config(**json.loads((warm / "config.json").read_text()))
+    assert cfg.init_from == str(first) and cfg.K == 2
+    (chain,) = warm_start_chain(cfg)
+    assert chain["epochs"] == 1 and chain["pairs"] == 128 and chain["train_seconds"] > 0
+    # a checkpoint of another experiment is refused before anything is trained, naming both
+    before["config"]["experiment"] = "svhn"
+    torch.save(before, tmp_path / "svhn.pt")
+    assert main(base + ["--init-from", str(tmp_path / "svhn.pt"), "--seed", "3"]) == 2
+    assert "--init-from" in (err := capsys.readouterr().err) and "'svhn'" in err and "'mnist'" in err
+    assert not (tmp_path / "mnist-vae-quick-seed3-n128-t32-warm" / "checkpoint.pt").exists()
+    assert main(base + ["--init-from", str(tmp_path / "nothing.pt"), "--seed", "4"]) == 2
+    assert "nothing.pt" in capsys.readouterr().err

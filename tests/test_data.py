@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmvae_lite import data, standins
+from mmvae_lite import data
+from mmvae_lite.data import standins
 from mmvae_lite.data import (CaptionTooLongError, DataError, UnknownDatasetError, Vocab,
                              VocabMismatchError, download, files, mnist_svhn, sources)
 

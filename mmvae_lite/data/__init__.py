@@ -30,7 +30,6 @@ from .files import (CACHE_ENV, DATA_ENV, KNOWN_FILES, DataError, KnownFile, Unkn
                     cache_dir, data_root, file_status, find_file, require_file, shown, verify_file)
 from .mnist_svhn import MNISTSVHN, load_mnist, load_mnist_svhn, load_svhn, pair_indices
 from .sources import Source, resolve_source
-from .. import standins as _former_standins  # noqa: F401,E402  (keeps ``mmvae_lite.standins`` importable)
 
 __all__ = [
     "DataError", "UnknownDatasetError", "VocabMismatchError", "CaptionTooLongError", "DownloadError",

@@ -8,10 +8,10 @@ wrong kind a :class:`TypeError` naming the kinds accepted, instead of NaN, 0.0, 
 """
 from __future__ import annotations
 
-import numbers
 import os
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Union
 
+from ..checks import check_choice, check_int, check_ints, check_positive  # noqa: F401 (re-exported)
 from ..models import MultimodalVAE, VAE
 
 Model = Union[VAE, MultimodalVAE]
@@ -19,43 +19,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = ["Model", "PathLike", "check_int", "check_ints", "check_choice", "check_positive", "model_names",
            "require_multimodal", "modality_of"]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def check_int(value: Any, name: str, minimum: int = 1, *, none: bool = False) -> Optional[int]:
-    """``value`` as an int >= ``minimum`` (or None where ``none``); else ValueError naming ``name``."""
-    if value is None and none:
-        return None
-    if not _is_int(value) or value < minimum:
-        accepted = f"an integer >= {minimum}" + (" or None" if none else "")
-        raise ValueError(f"{name} must be {accepted}, got {value!r}")
-    return int(value)
-
-
-def check_ints(values: Any, name: str, minimum: int = 1) -> list[int]:
-    """A non-empty sequence of ints >= ``minimum`` (e.g. the ``Ks`` of a sweep)."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ValueError(f"{name} must be a non-empty sequence of integers >= {minimum}, got {values!r}")
-    out = list(values)
-    if not out or not all(_is_int(v) and v >= minimum for v in out):
-        raise ValueError(f"{name} must be a non-empty sequence of integers >= {minimum}, got {values!r}")
-    return [int(v) for v in out]
-
-
-def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
-
-
-def check_positive(value: Any, name: str) -> float:
-    """A finite number > 0 (a span, a regularisation strength)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < float("inf"):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _kind(model: Any) -> str:

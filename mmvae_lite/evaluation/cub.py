@@ -254,7 +254,7 @@ def cub_coherence(model: MultimodalVAE, test: Any, cca: CCA, embedder: SentenceE
     (features) from z ~ q(z | sentence) with the test sentence; ``joint``: both decoded from
     ``n_joint`` prior samples. Image tensors (B, 3, H, W) are mapped to features by
     ``image_features`` (default: identity for feature vectors, the fixed random-conv stand-in
-    features of :func:`mmvae_lite.standins.standin_features` for pictures).
+    features of :func:`mmvae_lite.data.standins.standin_features` for pictures).
     """
     model = require_multimodal(model, "cub_coherence", "CCA coherence compares images with sentences")
     missing = [n for n in (image, sentence) if n not in model.names]
