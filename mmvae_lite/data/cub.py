@@ -3,6 +3,7 @@ the bird-sprite stand-in, one row per caption."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping, Optional
 
@@ -181,6 +182,107 @@ def _standin_features(images: torch.Tensor, key: str, cdir: Optional[Path]) -> t
     return feats
 
 
+def _cub_sources(base: Path, image_form: str, standin: StandinMode, captions: str, download: Optional[bool],
+                 verbose: bool) -> tuple[Source, Source]:
+    """(caption source, image source) by the rule of :func:`load_cub`'s docstring."""
+    img_name = "cub-features" if image_form == "features" else "cub-images"
+    if standin == "always" or captions == "standin":
+        return (Source("standin", "stand-in requested", "cub-captions"),
+                Source("standin", "stand-in requested", img_name))
+    # only the test-class captions download by themselves: worth it when they are asked for
+    cap_src = resolve_source("cub-captions", base, "auto", download=download if captions == "real" else False,
+                             verbose=verbose)
+    img_src = resolve_source(img_name, base, "auto")   # real features can also come from images via data_prep.cub
+    if standin == "never" and not (cap_src.is_real and img_src.is_real):
+        bad = [s for s in (cap_src, img_src) if not s.is_real]
+        raise DataError("real CUB data incomplete: " + "; ".join(s.reason for s in bad))
+    if captions == "real":
+        if not cap_src.is_real:
+            if find_file("cub/text_testclasses.txt", base) is None:
+                raise DataError(f"captions='real' but no real CUB caption file is present ({cap_src.reason}).")
+            cap_src = Source("real", f"only the test-class captions are present ({cap_src.reason})", "cub-captions")
+    elif not (cap_src.is_real and img_src.is_real):
+        # auto: use the stand-in pairs unless the full real set exists
+        gone = [m for s in (cap_src, img_src) for m in s.missing]
+        hint = fetch_hint("data_prep.cub", base) + (" --features" if image_form == "features" else "")
+        why = f"{', '.join(gone)} not found in {shown(base)}; fetch with: {hint}"
+        cap_src, img_src = Source("standin", why, "cub-captions"), Source("standin", why, img_name)
+    return cap_src, img_src
+
+
+@dataclass
+class _CaptionSide:
+    """The captions of one split and what comes with them (stand-in pictures and attributes)."""
+    captions: list[str]
+    cpi: int                                   # captions per image
+    vocab: Vocab
+    lines: list[str]                           # the banner so far
+    full_real: bool = False                    # both real caption files (so real images can pair with them)
+    images: Optional[torch.Tensor] = None      # stand-in sprites
+    attributes: Optional[torch.Tensor] = None  # stand-in attributes
+    attribute_names: tuple[str, ...] = ()
+
+
+def _standin_side(split: str, n_images: Optional[int], cpi: int, cdir: Optional[Path], vocab: Optional[Vocab],
+                  min_occ: int, max_length: int, reason: str) -> _CaptionSide:
+    data = _standin_cub(split, n_images, cpi, cdir)
+    if vocab is None:
+        # the vocabulary always comes from the (default-size) stand-in training split
+        train = data if split == "train" else _standin_cub(
+            "train", None if split == "test" else n_images, cpi, cdir, with_images=False)
+        vocab = Vocab.from_captions(train.captions, min_occ, max_length)
+    line = (f"CUB {split}: stand-in bird sprites with generated captions, {len(data.images)} images x {cpi} "
+            f"captions ({reason})")
+    return _CaptionSide(data.captions, cpi, vocab, [line], images=data.images, attributes=data.attributes,
+                        attribute_names=data.attribute_names)
+
+
+def _real_captions(split: str, base: Path, cap_src: Source, vocab: Optional[Vocab], min_occ: int,
+                   max_length: int, seed: int) -> _CaptionSide:
+    cpi = 10
+    full = find_file("cub/text_trainvalclasses.txt", base) is not None and cap_src.is_real
+    test_caps = _read_caption_file("cub/text_testclasses.txt", base)
+    if full:
+        train_caps = _read_caption_file("cub/text_trainvalclasses.txt", base)
+        caps = train_caps if split == "train" else test_caps
+        note = "real CUB captions"
+    else:
+        if len(test_caps) % cpi:
+            raise DataError(f"cub/text_testclasses.txt has {len(test_caps)} lines, not a "
+                            f"multiple of {cpi} captions per image.")
+        tr_img, te_img = _split_by_image(len(test_caps) // cpi, 0.8, seed)
+        rows = {s: (ix[:, None] * cpi + torch.arange(cpi)).flatten() for s, ix in (("train", tr_img), ("test", te_img))}
+        train_caps = [test_caps[i] for i in rows["train"].tolist()]
+        caps = train_caps if split == "train" else [test_caps[i] for i in rows["test"].tolist()]
+        note = "real CUB test-class captions, split 80/20 by image because the train-class captions are missing"
+    vocab = vocab or Vocab.from_captions(train_caps, min_occ, max_length)
+    return _CaptionSide(caps, cpi, vocab, [f"CUB {split}: {note}, {len(caps)} captions"], full_real=full)
+
+
+def _image_modality(split: str, base: Path, cdir: Optional[Path], image_form: str, side: _CaptionSide,
+                    n_captions: int, verbose: bool, img_src: Source
+                    ) -> tuple[torch.Tensor, Optional[torch.Tensor], str]:
+    """(the image modality's rows, the pictures to show, a banner line)."""
+    if side.images is not None:   # the stand-in
+        if image_form == "features":
+            feats = _standin_features(side.images, f"birds_{split}_n{len(side.images)}_c{side.cpi}", cdir)
+            return feats, side.images, (f"CUB {split} image features: stand-in (fixed random-conv 2048-d "
+                                        f"features of the sprites, NOT ResNet-101)")
+        return side.images, side.images, f"CUB {split} images: stand-in sprites"
+    images = None
+    if image_form == "features":
+        rows = _real_cub_features(split, base)
+        if cub_image_dir(base, split).is_dir():
+            images = _real_cub_images(split, base, verbose)
+    else:
+        rows = images = _real_cub_images(split, base, verbose)
+    if len(rows) * side.cpi != n_captions:
+        raise DataError(f"CUB {split}: {len(rows)} images but {n_captions} captions "
+                        f"(expected {side.cpi} per image); the image folder or feature file "
+                        f"does not match the caption file.")
+    return rows, images, f"CUB {split} images: real ({img_src.reason})"
+
+
 def load_cub(split: str = "train", root: Optional[PathLike] = None,
              image_form: Literal["features", "images"] = "features",
              standin: StandinMode = "auto",
@@ -239,111 +341,23 @@ def load_cub(split: str = "train", root: Optional[PathLike] = None,
         raise ValueError(f"captions must be 'auto', 'real' or 'standin', got {captions!r}")
     base = data_root(root)
     cdir = cache_dir(base)
-    img_name = "cub-features" if image_form == "features" else "cub-images"
-
-    if standin == "always" or captions == "standin":
-        cap_src = Source("standin", "stand-in requested", "cub-captions")
-        img_src = Source("standin", "stand-in requested", img_name)
-    else:
-        # only the test-class captions download by themselves: worth it when they are asked for
-        cap_src = resolve_source("cub-captions", base, "auto", download=download if captions == "real" else False,
-                                 verbose=verbose)
-        if image_form == "features":
-            # real features can also come from images via data_prep.cub
-            img_src = resolve_source("cub-features", base, "auto")
-        else:
-            img_src = resolve_source("cub-images", base, "auto")
-        if standin == "never" and not (cap_src.is_real and img_src.is_real):
-            bad = [s for s in (cap_src, img_src) if not s.is_real]
-            raise DataError("real CUB data incomplete: " + "; ".join(s.reason for s in bad))
-        test_caps_present = find_file("cub/text_testclasses.txt", base) is not None
-        if captions == "real":
-            if not cap_src.is_real:
-                if not test_caps_present:
-                    raise DataError(f"captions='real' but no real CUB caption file is present "
-                                    f"({cap_src.reason}).")
-                cap_src = Source("real", "only the test-class captions are present "
-                                 f"({cap_src.reason})", "cub-captions")
-        elif not (cap_src.is_real and img_src.is_real):
-            # auto: use the stand-in pairs unless the full real set exists
-            gone = [m for s in (cap_src, img_src) for m in s.missing]
-            hint = fetch_hint("data_prep.cub", base) + (
-                " --features" if image_form == "features" else "")
-            why = f"{', '.join(gone)} not found in {shown(base)}; fetch with: {hint}"
-            cap_src = Source("standin", why, "cub-captions")
-            img_src = Source("standin", why, img_name)
-
-    attributes: Optional[torch.Tensor] = None
-    attribute_names: tuple[str, ...] = ()
-    images: Optional[torch.Tensor] = None
-    lines: list[str] = []
+    cap_src, img_src = _cub_sources(base, image_form, standin, captions, download, verbose)
     if cap_src.kind == "standin":
-        data = _standin_cub(split, n_images, captions_per_image, cdir)
-        if vocab is None:
-            # the vocabulary always comes from the (default-size) stand-in training split
-            train = data if split == "train" else _standin_cub(
-                "train", None if split == "test" else n_images, captions_per_image, cdir,
-                with_images=False)
-            vocab = Vocab.from_captions(train.captions, min_occ, max_length)
-        caps, cpi = data.captions, captions_per_image
-        images, attributes, attribute_names = data.images, data.attributes, data.attribute_names
-        lines.append(f"CUB {split}: stand-in bird sprites with generated captions, "
-                     f"{len(images)} images x {cpi} captions ({cap_src.reason})")
+        side = _standin_side(split, n_images, captions_per_image, cdir, vocab, min_occ, max_length, cap_src.reason)
     else:
-        cpi = 10
-        train_file = find_file("cub/text_trainvalclasses.txt", base)
-        if train_file is not None and cap_src.is_real:
-            train_caps = _read_caption_file("cub/text_trainvalclasses.txt", base)
-            test_caps = _read_caption_file("cub/text_testclasses.txt", base)
-            caps = train_caps if split == "train" else test_caps
-            cap_note = "real CUB captions"
-        else:
-            test_caps = _read_caption_file("cub/text_testclasses.txt", base)
-            if len(test_caps) % cpi:
-                raise DataError(f"cub/text_testclasses.txt has {len(test_caps)} lines, not a "
-                                f"multiple of {cpi} captions per image.")
-            tr_img, te_img = _split_by_image(len(test_caps) // cpi, 0.8, seed)
-            rows = {s: (ix[:, None] * cpi + torch.arange(cpi)).flatten()
-                    for s, ix in (("train", tr_img), ("test", te_img))}
-            train_caps = [test_caps[i] for i in rows["train"].tolist()]
-            caps = train_caps if split == "train" else [test_caps[i] for i in rows["test"].tolist()]
-            cap_note = ("real CUB test-class captions, split 80/20 by image because the "
-                        "train-class captions are missing")
-        vocab = vocab or Vocab.from_captions(train_caps, min_occ, max_length)
-        lines.append(f"CUB {split}: {cap_note}, {len(caps)} captions")
+        side = _real_captions(split, base, cap_src, vocab, min_occ, max_length, seed)
+    caps, cpi, vocab, lines = side.captions, side.cpi, side.vocab, side.lines
 
     ids, lengths, n_trunc = vocab.encode_many(caps, on_long)
     image_index = torch.arange(len(caps)) // cpi
     bases: dict[str, torch.Tensor] = {"sentence": ids}
     index: dict[str, Optional[torch.Tensor]] = {"sentence": None}
-    form: Optional[str] = None
-    if cap_src.kind == "standin":
-        assert images is not None
-        if image_form == "features":
-            bases["image"] = _standin_features(
-                images, f"birds_{split}_n{len(images)}_c{cpi}", cdir)
-            lines.append(f"CUB {split} image features: stand-in (fixed random-conv 2048-d "
-                         f"features of the sprites, NOT ResNet-101)")
-        else:
-            bases["image"] = images
-        index["image"] = image_index
-        form = image_form
-    elif img_src.is_real and train_file is not None:
-        if image_form == "features":
-            bases["image"] = _real_cub_features(split, base)
-            if cub_image_dir(base, split).is_dir():
-                images = _real_cub_images(split, base, verbose)
-        else:
-            images = _real_cub_images(split, base, verbose)
-            bases["image"] = images
-        n_img = len(bases["image"])
-        if n_img * cpi != len(caps):
-            raise DataError(f"CUB {split}: {n_img} images but {len(caps)} captions "
-                            f"(expected {cpi} per image); the image folder or feature file "
-                            f"does not match the caption file.")
-        index["image"] = image_index
-        form = image_form
-        lines.append(f"CUB {split} images: real ({img_src.reason})")
+    images, form = side.images, None
+    if cap_src.kind == "standin" or (img_src.is_real and side.full_real):
+        bases["image"], images, line = _image_modality(split, base, cdir, image_form, side, len(caps), verbose,
+                                                       img_src)
+        index["image"], form = image_index, image_form
+        lines.append(line)
     else:
         lines.append(f"CUB {split}: no image modality (real images missing: {img_src.reason}); "
                      f"batches yield 'sentence' only")
@@ -364,5 +378,5 @@ def load_cub(split: str = "train", root: Optional[PathLike] = None,
         src["image"] = img_src
     return CUBDataset(bases, index, vocab=vocab, captions=list(caps), lengths=lengths,
                       n_truncated=n_trunc, image_index=image_index, images=images,
-                      attributes=attributes, attribute_names=attribute_names, image_form=form,
+                      attributes=side.attributes, attribute_names=side.attribute_names, image_form=form,
                       captions_per_image=cpi, source=src, banner="\n".join(lines))
