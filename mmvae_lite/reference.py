@@ -273,7 +273,7 @@ def check_coherence(model: torch.nn.Module, test: Any, *, n: int = 1000, root: O
 
 def warm_start_chain(cfg: Config) -> list[dict[str, Any]]:
     """The runs whose weights a run started from (``cfg.init_from``, then theirs...), oldest first:
-    ``{"checkpoint", "epochs", "pairs", "train_seconds", "config"}`` each. Empty for a run from scratch."""
+    ``{"checkpoint", "command", "epochs", "pairs", "train_seconds", "config"}`` each. Empty for a run from scratch."""
     from .checkpoint import read_checkpoint
     chain: list[dict[str, Any]] = []
     init = cfg.init_from
@@ -284,7 +284,9 @@ def warm_start_chain(cfg: Config) -> list[dict[str, Any]]:
                                   f"time and pairs belong to this run's record")
         state = read_checkpoint(path)
         saved = state.get("config") or {}
-        chain.insert(0, {"checkpoint": str(init), "epochs": int(state["epoch"]),
+        cmd = path.parent / "command.txt"   # the commands that trained it, when its run folder is beside it
+        chain.insert(0, {"checkpoint": str(init), "command": cmd.read_text().strip() if cmd.is_file() else None,
+                         "epochs": int(state["epoch"]),
                          "pairs": int(state["epoch"]) * int(saved.get("train_subset") or 0),
                          "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1), "config": saved})
         init = saved.get("init_from")
