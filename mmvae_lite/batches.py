@@ -2,8 +2,9 @@
 
 Data sources: anything with a ``batches(batch_size, shuffle=..., generator=..., device=...)``
 method (the datasets of :mod:`mmvae_lite.data`), a tensor or dict of tensors with the examples on
-the first axis, or any re-iterable of batches (e.g. a ``torch.utils.data.DataLoader``, whose default
-collate makes lists of the tuples the datasets' items are: :func:`model_batch` takes those too).
+the first axis, or any re-iterable of batches (e.g. a ``torch.utils.data.DataLoader`` over the datasets,
+whose items are dicts ``{modality: tensor, "label": ...}``, so its default collate makes dicts of
+batches; :func:`model_batch` also takes the tuples and lists of other datasets).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def model_batch(batch: Any, model: nn.Module) -> Any:
 
     * a dict ``{modality: tensor}``: the label keys (``"label"``, ``"labels"``) are dropped;
     * a tensor: as it is (a single-modality model);
-    * a tuple or list, as ``DataLoader``'s default collate makes of dataset items: one entry per
+    * a tuple or list, as ``DataLoader``'s default collate makes of tuple items: one entry per
       modality in the model's order (:attr:`~mmvae_lite.models.MultimodalVAE.names`), each a
       tensor or a ``(tensor, labels)`` pair, with or without labels (1-D integer tensors, dropped).
 

@@ -18,7 +18,6 @@ per-epoch history, metrics and the command, and records the files in the registr
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any, Optional, Union
 import torch
 
 from .config import Config, build_model
+from .data.files import digest
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -73,14 +73,6 @@ def _files(name: str) -> list[ShippedFile]:
     return [ShippedFile(**f) for f in _entry(name)["files"]]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def checkout_dir() -> Path:
     """``results/`` of the checkout this package runs from (it may not exist)."""
     return Path(__file__).resolve().parent.parent / "results"
@@ -92,7 +84,7 @@ def _cache_dir(name: str, root: Optional[PathLike]) -> Path:
 
 
 def _matches(path: Path, f: ShippedFile) -> bool:
-    return path.is_file() and path.stat().st_size == f.bytes and _sha256(path) == f.sha256
+    return path.is_file() and path.stat().st_size == f.bytes and digest(path, "sha256") == f.sha256
 
 
 def locate(name: str, *, root: Optional[PathLike] = None, download: Optional[bool] = None,
@@ -228,7 +220,7 @@ def export(model: torch.nn.Module, cfg: Config, name: str, out: PathLike, *, dty
         blob = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "name": name, "config": cfg.to_dict(),
                 "dtype": str(dtype).replace("torch.", ""), "state_dict": shard}
         torch.save(blob, folder / fname)
-        shipped.append(ShippedFile(fname, _sha256(folder / fname), (folder / fname).stat().st_size))
+        shipped.append(ShippedFile(fname, digest(folder / fname, "sha256"), (folder / fname).stat().st_size))
     (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
     if record is not None:
         (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=str) + "\n")

@@ -107,6 +107,15 @@ class HeapTrimmer:
         return True
 
 
+PROGRESS_ENV = "MMVAE_LITE_PROGRESS"
+
+
+def progress_enabled() -> bool:
+    """Progress bars on, unless ``$MMVAE_LITE_PROGRESS`` is ``0`` (the book's build sets it: a
+    non-terminal output keeps every refresh of a bar as a line)."""
+    return os.environ.get(PROGRESS_ENV, "1") != "0"
+
+
 def _statm_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
@@ -125,4 +134,4 @@ def _glibc_malloc_trim() -> Optional[Callable[[], Any]]:
     return lambda: fn(0)
 
 
-__all__ = ["select_device", "available_devices", "seed_everything", "HeapTrimmer"]
+__all__ = ["select_device", "available_devices", "seed_everything", "HeapTrimmer", "progress_enabled", "PROGRESS_ENV"]

@@ -27,7 +27,8 @@ import torch
 import torch.nn as nn
 
 from .batches import Batch, batch_rows, iterate_batches, model_batch, num_batches
-from .runtime import HeapTrimmer, available_devices, seed_everything, select_device  # noqa: F401 (re-exported)
+from .runtime import (HeapTrimmer, available_devices, progress_enabled, seed_everything,  # noqa: F401 (re-exported)
+                      select_device)
 from .checks import check_int
 from .checkpoint import (FORMAT, VERSION, CheckpointError, load_weights, model_differences, model_info,
                          optimizer_differences, parameter_differences, read_checkpoint, training_differences)
@@ -178,7 +179,7 @@ class Trainer:
             import warnings
             warnings.warn("bf16 autocast is only used on CUDA; training in float32", stacklevel=2)
         if progress is None:   # MMVAE_LITE_PROGRESS=0 turns bars off (the book's CI build sets it)
-            progress = os.environ.get("MMVAE_LITE_PROGRESS", "1") != "0"
+            progress = progress_enabled()
         self.progress, self.verbose = progress, verbose
         # on CPU, hand fragmented heap memory back after steps that grew it (see HeapTrimmer)
         self.heap = HeapTrimmer() if (trim_heap and self.device.type == "cpu") else None

@@ -227,9 +227,8 @@ def _standin_side(split: str, n_images: Optional[int], cpi: int, cdir: Optional[
                   min_occ: int, max_length: int, reason: str) -> _CaptionSide:
     data = _standin_cub(split, n_images, cpi, cdir)
     if vocab is None:
-        # the vocabulary always comes from the (default-size) stand-in training split
-        train = data if split == "train" else _standin_cub(
-            "train", None if split == "test" else n_images, cpi, cdir, with_images=False)
+        # the vocabulary comes from the training split: this one, or for a test split the default-size one
+        train = data if split == "train" else _standin_cub("train", None, cpi, cdir, with_images=False)
         vocab = Vocab.from_captions(train.captions, min_occ, max_length)
     line = (f"CUB {split}: stand-in bird sprites with generated captions, {len(data.images)} images x {cpi} "
             f"captions ({reason})")
@@ -250,7 +249,7 @@ def _real_captions(split: str, base: Path, cap_src: Source, vocab: Optional[Voca
         if len(test_caps) % cpi:
             raise DataError(f"cub/text_testclasses.txt has {len(test_caps)} lines, not a "
                             f"multiple of {cpi} captions per image.")
-        tr_img, te_img = _split_by_image(len(test_caps) // cpi, 0.8, seed)
+        tr_img, te_img = _split_by_image(len(test_caps) // cpi, 0.8, 0)   # fixed: train and test never overlap
         rows = {s: (ix[:, None] * cpi + torch.arange(cpi)).flatten() for s, ix in (("train", tr_img), ("test", te_img))}
         train_caps = [test_caps[i] for i in rows["train"].tolist()]
         caps = train_caps if split == "train" else [test_caps[i] for i in rows["test"].tolist()]
@@ -274,6 +273,10 @@ def _image_modality(split: str, base: Path, cdir: Optional[Path], image_form: st
         rows = _real_cub_features(split, base)
         if cub_image_dir(base, split).is_dir():
             images = _real_cub_images(split, base, verbose)
+            if len(images) != len(rows):   # pictures for display only; a mismatch would show wrong birds
+                announce(f"CUB {split}: {len(images)} images in {shown(cub_image_dir(base, split))} but "
+                         f"{len(rows)} feature rows; the pictures are not shown", verbose)
+                images = None
     else:
         rows = images = _real_cub_images(split, base, verbose)
     if len(rows) * side.cpi != n_captions:
@@ -303,7 +306,7 @@ def load_cub(split: str = "train", root: Optional[PathLike] = None,
 
     ``captions="real"`` uses real captions even when the rest is missing. Without the
     train-class caption file, the real *test-class* captions are split 80/20 by image
-    (seeded) into train/test portions and there is no image modality (the real
+    (with a fixed seed) into train/test portions and there is no image modality (the real
     images are missing and stand-in sprites would not match real captions): the
     dataset then yields ``{"sentence"}`` only.
 
@@ -322,7 +325,8 @@ def load_cub(split: str = "train", root: Optional[PathLike] = None,
             non-default training size, pass ``vocab=train.vocab``.
         captions_per_image: stand-in captions per image.
         subset: keep this many caption rows, drawn at random (deterministic in ``seed``).
-        seed: seed of ``subset`` and of the 80/20 split of real test-class captions.
+        seed: seed of ``subset`` (the 80/20 split of real test-class captions is fixed, so that
+            train and test never share an image whatever the seeds).
         vocab: use this vocabulary (e.g. the one saved with a checkpoint) instead of
             building one from the training captions.
         verbose: print the source banner.

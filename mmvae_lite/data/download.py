@@ -17,7 +17,7 @@ Environment:
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import http.client
 import io
 import os
 import shutil
@@ -29,7 +29,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
-from .files import KNOWN_FILES, DataError, known, shown, verify_file, writable_dir
+from ..runtime import progress_enabled
+from .files import KNOWN_FILES, DataError, digest, known, shown, verify_file, writable_dir
 
 __all__ = ["OFFLINE_ENV", "MIRROR_ENV", "DownloadError", "downloads_enabled", "mirror_url",
            "reachable", "fetch_file", "download_mnist", "download_svhn", "download_known"]
@@ -78,6 +79,8 @@ def reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
     offline machine pays the probe once, not once per file.
     """
     parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":   # a mirror on this machine: nothing to connect to
+        return True
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     if (host, port) not in _probed:
@@ -98,14 +101,6 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         yield
     finally:
         socket.setdefaulttimeout(old)
-
-
-def _hash(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch_file(url: Union[str, Sequence[str]], dest: Union[str, "os.PathLike[str]"], sha256: Optional[str] = None,
@@ -147,7 +142,7 @@ def fetch_file(url: Union[str, Sequence[str]], dest: Union[str, "os.PathLike[str
                     for chunk in iter(lambda: resp.read(1 << 20), b""):
                         out.write(chunk)
                         bar.update(len(chunk))
-            got = {a: _hash(tmp, a) for a in want}
+            got = {a: digest(tmp, a) for a in want}
             bad = [a for a in want if got[a] != want[a]]
             if bad:
                 errors.append(f"{u}: the downloaded {dest.name} has {bad[0]} {got[bad[0]]}, "
@@ -157,8 +152,9 @@ def fetch_file(url: Union[str, Sequence[str]], dest: Union[str, "os.PathLike[str
             return dest
         except urllib.error.HTTPError as e:
             errors.append(f"{u}: HTTP {e.code} {e.reason}")
-        except (urllib.error.URLError, OSError) as e:
-            errors.append(f"{u}: {getattr(e, 'reason', None) or e}")
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+            # HTTPException: a transfer cut short (IncompleteRead); ValueError: a malformed mirror URL
+            errors.append(f"{u}: {getattr(e, 'reason', None) or e or type(e).__name__}")
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -184,7 +180,7 @@ def _torchvision_download(what: str, urls: Sequence[str], stage: Path, make,
     log = io.StringIO()
     # MMVAE_LITE_PROGRESS=0 (the book's build) also silences torchvision's own progress bar on stderr,
     # which a non-terminal output would otherwise keep as one line per refresh
-    quiet = os.environ.get("MMVAE_LITE_PROGRESS", "1") == "0"
+    quiet = not progress_enabled()
     try:
         with _socket_timeout(READ_TIMEOUT), contextlib.redirect_stdout(log), \
                 (contextlib.redirect_stderr(log) if quiet else contextlib.nullcontext()):
@@ -193,7 +189,7 @@ def _torchvision_download(what: str, urls: Sequence[str], stage: Path, make,
         why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         for path, key in expect:
             spec = known(key)
-            if not path.is_file() or _hash(path, spec.algo) != spec.digest:
+            if not path.is_file() or digest(path, spec.algo) != spec.digest:
                 state = "corrupt (wrong checksum)" if path.is_file() else "not downloaded"
                 raise DownloadError(f"{what}: {path.name} {state}, expected {spec.algo} {spec.digest} "
                                     f"({why}); nothing was kept", why) from None
@@ -207,7 +203,7 @@ def _install(stage: Path, names: Sequence[str], keys: Sequence[str], base: Path)
         got = stage / name
         if not got.is_file():
             raise DownloadError(f"{name} was not downloaded (expected {spec.algo} {spec.digest})")
-        actual = _hash(got, spec.algo)
+        actual = digest(got, spec.algo)
         if actual != spec.digest:
             raise DownloadError(f"the downloaded {name} has {spec.algo} {actual}, expected "
                                 f"{spec.digest}; it was deleted", f"{name}: wrong checksum")
@@ -274,6 +270,6 @@ def download_known(key: str, base: Path) -> str:
     if spec.algo not in ("sha256", "md5"):
         raise DownloadError(f"{key} is known only by its {spec.algo}; fetch it with `python -m {spec.fetch}`")
     _check_target(base)
-    dest = fetch_file(url, base / key, **{spec.algo: spec.digest})
+    dest = fetch_file(url, base / key, progress=progress_enabled(), **{spec.algo: spec.digest})
     verify_file(dest, key, base)
     return url if mirror_url(key) else urllib.parse.urlsplit(url).netloc

@@ -21,7 +21,7 @@ import torch
 from . import standins
 from .datasets import GatherDataset, LabelledImages, subset_rows
 from .files import DataError, PathLike, cache_dir, data_root, fetch_hint, find_file, shown
-from .sources import SVHN_FILES, Source, StandinMode, announce, resolve_source
+from .sources import MNIST_FILES, SVHN_FILES, Source, StandinMode, announce, resolve_source
 
 __all__ = ["MNISTSVHN", "load_mnist", "load_svhn", "pair_indices", "load_mnist_svhn",
            "SVHN_STANDIN_SIZE", "STANDIN_SEED"]
@@ -39,15 +39,19 @@ def check_split(split: str) -> None:
 
 
 def _read_mnist(split: str, base: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision.datasets import MNIST
+    # torchvision's IDX readers on the two files of this split (resolve_source found and verified
+    # them). The MNIST class itself would insist on all four files, whichever split is asked for,
+    # and would prefer a stale MNIST/processed/*.pt over the checked raw files.
+    from torchvision.datasets.mnist import read_image_file, read_label_file
 
+    images, labels = (find_file(key, base) for key in MNIST_FILES[split])
+    assert images is not None and labels is not None
     try:
-        ds = MNIST(str(base), train=split == "train", download=False)
-    except (RuntimeError, OSError, ValueError, TypeError) as e:
-        raise DataError(f"MNIST {split}: torchvision could not read {shown(base / 'MNIST' / 'raw')} "
+        return read_image_file(str(images)).unsqueeze(1).contiguous(), read_label_file(str(labels)).long()
+    except (RuntimeError, OSError, ValueError, TypeError, AssertionError) as e:
+        raise DataError(f"MNIST {split}: torchvision could not read {shown(images.parent)} "
                         f"({e}); delete the files and fetch them again with "
                         f"`{fetch_hint('data_prep.mnist_svhn', base)}`.") from None
-    return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
 
 
 def _read_svhn(split: str, base: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,7 +221,9 @@ def _cached_pairs(split: str, labels_a: torch.Tensor, labels_b: torch.Tensor, mu
             os.close(fd)
             torch.save({"mnist": ia, "svhn": ib}, tmp)
             os.replace(tmp, path)
-        except OSError:
+        except (OSError, RuntimeError):   # the cache is optional (torch.save reports a full disk as RuntimeError)
+            pass
+        finally:
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
     return ia, ib

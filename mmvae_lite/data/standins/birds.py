@@ -161,7 +161,6 @@ def _draw_birds(attrs: torch.Tensor, g: torch.Generator, size: int) -> torch.Ten
     def paint(img: torch.Tensor, mask: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
         return img.lerp_(col(colour).expand_as(img), mask)
 
-    branch_mask = torch.zeros(b, 1, size, size)
     is_branch = (bg_ids == 3).float()[:, None, None, None]
     by = (oy + 0.52 * scale)[:, None, None]
     branch_mask = ((0.05 - (ys - by - 0.08 * xs).abs()) / 0.02 + 0.5).clamp(0, 1)[:, None] * is_branch
