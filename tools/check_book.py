@@ -193,7 +193,7 @@ def start_browser():
 INSPECT_JS = r"""
 const done = arguments[arguments.length - 1];
 const sleep = ms => new Promise(r => setTimeout(r, ms));
-(async () => {
+(async () => { try {
   for (let i = 0; i < 100 && document.querySelector('.math') && !(window.MathJax && MathJax.startup
        && MathJax.startup.promise); i++) await sleep(100);
   let mathjax = 'absent';
@@ -223,7 +223,7 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
     typeset: document.querySelectorAll('mjx-container').length,
     merrors: [...document.querySelectorAll('mjx-merror')].map(e => (e.getAttribute('data-mjx-error') || text(e)).slice(0, 100)),
     raw,
-    images: [...document.images].map(im => ({src: im.getAttribute('src').slice(0, 100), complete: im.complete,
+    images: [...document.images].map(im => ({src: (im.getAttribute('src') || im.currentSrc || '').slice(0, 100), complete: im.complete,
         w: im.naturalWidth, h: im.naturalHeight})),
     links: [...document.querySelectorAll('a[href]')].map(a => ({raw: a.getAttribute('href'), url: a.href})),
     ids: [...document.querySelectorAll('[id]')].map(e => e.id),
@@ -240,6 +240,7 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
     resources: performance.getEntriesByType('resource').map(r => r.name)
         .filter(u => !u.startsWith(location.origin) && !u.startsWith('data:')),
   });
+  } catch (e) { done({script_error: String(e && e.stack || e)}); }
 })();
 """
 
@@ -259,13 +260,14 @@ def machine_paths() -> list[str]:
     paths = {str(ROOT.parent), str(Path.home()), tempfile.gettempdir(), sys.prefix,
              sysconfig.get_paths()["purelib"], os.environ.get("MMVAE_LITE_DATA", "")}
     paths |= {str(Path(p).resolve()) for p in paths if p}
-    return sorted((p for p in paths if len(p) > 1), key=len, reverse=True)
+    # absolute paths only: a relative $MMVAE_LITE_DATA ("data") would match ordinary words
+    return sorted((p for p in paths if len(p) > 1 and os.path.isabs(p)), key=len, reverse=True)
 
 
 def find_machine_path(text: str) -> str | None:
     """The first path of this machine in ``text``, with some context; None if there is none."""
     for path in machine_paths():
-        if m := re.search(r"(?<![\w./~-])" + re.escape(path) + r"(?![\w-]|\.\w)", text):
+        if m := re.search(r"(?:(?<=file://)|(?<![\w./~-]))" + re.escape(path) + r"(?![\w-]|\.\w)", text):
             return text[max(0, m.start() - 30):m.end() + 40]
     return None
 
@@ -274,6 +276,17 @@ def inspect_page(driver, base: str, html_dir: Path, rel: str, shots: Path) -> Pa
     report, stem, t0 = PageReport(rel), Path(rel).stem, time.perf_counter()
     driver.get(base + rel)
     info = driver.execute_async_script(INSPECT_JS)
+    if "script_error" in info:
+        report.problems.append(f"the page inspection failed in the browser: {info['script_error'][:300]}")
+        return report
+    # JavaScript errors the page raised (the console's SEVERE entries; failed loads show as broken
+    # images or links below)
+    for entry in driver.get_log("browser"):
+        msg = str(entry.get("message", ""))
+        if "Uncaught" in msg or "SyntaxError" in msg or "TypeError" in msg or "ReferenceError" in msg:
+            report.problems.append(f"JavaScript error: {msg[:200]}")
+        else:
+            report.notes.append(f"browser console: {msg[:200]}")
     # math
     if info["math"] and info["mathjax"] != "ok":
         report.problems.append(f"MathJax did not run ({info['mathjax']}): {info['math']} formulas left as LaTeX")
@@ -370,7 +383,12 @@ def check_browser(html_dir: Path, only: list[str]) -> int:
         raise SystemExit(f"{html_dir}: no built book here (run `jupyter-book build book/` first)")
     pages = sorted(p.name for p in html_dir.glob("*.html"))
     if only:
+        unknown = [o for o in only if not any(Path(p).stem == o or p == o for p in pages)]
+        if unknown:
+            raise SystemExit(f"{html_dir}: no page named {', '.join(unknown)} (pages: {', '.join(pages)})")
         pages = [p for p in pages if Path(p).stem in only or p in only]
+    if not pages:
+        raise SystemExit(f"{html_dir}: a built book without pages")
     shots = html_dir / "_screenshots"
     shots.mkdir(exist_ok=True)
     server, base = serve(html_dir)
