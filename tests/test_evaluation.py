@@ -180,6 +180,16 @@ def test_coherence_counts_constant_predictions_and_reads_datasets():
     assert "joint" not in sub and sub["a->b"] == 1.0
 
 
+def test_cross_coherence_divides_by_the_examples_each_source_had():
+    """Batches that lack a modality: each source's fraction is over the examples it was given."""
+    x, y = digit_data(120, seed=5)
+    batches = [{"a": x["a"][:40], "b": x["b"][:40], "label": y[:40]},
+               {"a": x["a"][40:], "label": y[40:]}]                  # b only in the first batch
+    res = ev.cross_coherence(coherence_model(True), batches, CLASSIFIERS)
+    assert res["a->b"] == 1.0 and res["a->a"] == 1.0
+    assert res["b->a"] == 1.0 and res["b->b"] == 1.0, res   # 40 of 40, not 40 of 120
+
+
 # ---------------------------------------------------------------------------------------------
 # Linear probe
 # ---------------------------------------------------------------------------------------------

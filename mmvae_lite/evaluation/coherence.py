@@ -67,7 +67,7 @@ def cross_coherence(model: MultimodalVAE, data: Any, classifiers: Mapping[str, n
     max_examples = check_int(max_examples, "max_examples", none=True)
     dev = device_of(model)
     hits: dict[str, torch.Tensor] = {}
-    total = 0
+    seen: dict[str, int] = {}   # examples per source (a batch may lack a modality)
     with Progress(progress, total_examples(data, max_examples), "cross coherence") as bar, \
             evaluation_mode(model, *classifiers.values()), seeded(seed, dev):
         for batch, y in iterate_examples(data, batch_size, names=model.names, labels=labels,
@@ -82,9 +82,10 @@ def cross_coherence(model: MultimodalVAE, data: Any, classifiers: Mapping[str, n
                 for i, s in enumerate(present):
                     key = f"{s}->{t}"
                     hits[key] = hits[key] + per_source[i] if key in hits else per_source[i]
-            total += len(y)
+            for s in present:
+                seen[s] = seen.get(s, 0) + len(y)
             bar.update(len(y))
-    return {k: int(v) / total for k, v in hits.items()}
+    return {k: int(v) / seen[k.split("->")[0]] for k, v in hits.items()}
 
 
 def joint_coherence(model: MultimodalVAE, classifiers: Mapping[str, nn.Module], n: int = 10000, *,
@@ -123,7 +124,8 @@ def coherence(model: MultimodalVAE, data: Any, classifiers: Mapping[str, nn.Modu
 
     ``data`` is the *test* split with digit labels; ``classifiers`` maps modality names to
     digit classifiers (``(*, C, H, W) -> logits``), e.g. from :func:`get_digit_classifier`.
-    ``n_joint`` prior samples for joint coherence (0 skips it). See :func:`cross_coherence` and
+    ``n_joint`` prior samples for joint coherence (0 skips it, as do classifiers for fewer than two
+    of the model's modalities). See :func:`cross_coherence` and
     :func:`joint_coherence`.
     """
     model = require_multimodal(model, "coherence", _WHY)
@@ -131,7 +133,8 @@ def coherence(model: MultimodalVAE, data: Any, classifiers: Mapping[str, nn.Modu
     n_joint = check_int(n_joint, "n_joint", minimum=0)
     out: dict[str, float] = {}
     if sum(t in classifiers for t in model.names) >= 2 and n_joint > 0:
-        out["joint"] = joint_coherence(model, classifiers, n_joint, seed=seed, progress=progress)
+        out["joint"] = joint_coherence(model, classifiers, n_joint, batch_size=max(batch_size, 1000), seed=seed,
+                                       progress=progress)
     cross = cross_coherence(model, data, classifiers, labels=labels, batch_size=batch_size, mean_latent=mean_latent,
                             max_examples=max_examples, seed=seed, progress=progress)
     # cross-modal pairs first (the paper's columns, in model order), then reconstructions

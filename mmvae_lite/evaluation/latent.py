@@ -97,6 +97,7 @@ def latent_accuracy(model: Model, train: Any, test: Any, *, train_labels: Option
     n_test = check_int(n_test, "n_test", none=True)
     C = check_positive(C, "C")
     max_iter = check_int(max_iter, "max_iter")
+    seed = check_int(seed, "seed", None)
     if joint is None:
         joint = isinstance(model, MultimodalVAE) and isinstance(model.joint_rule, ProductOfExperts)
     ftr, ytr = posterior_features(model, train, labels=train_labels, joint=joint, use=use, batch_size=batch_size,

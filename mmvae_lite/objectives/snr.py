@@ -36,9 +36,11 @@ _MOE_ESTIMATORS: dict[str, Callable] = {"iwae": m_iwae_stratified, "stl": partia
                                         "dreg": m_dreg_stratified, "dreg_unbiased": m_dreg_stratified_unbiased}
 
 
-def _groups(model: "VAE | MultimodalVAE") -> dict[str, list[torch.nn.Parameter]]:
+def param_groups(model: "VAE | MultimodalVAE") -> dict[str, list[torch.nn.Parameter]]:
+    """Encoder parameters (phi) and the rest (theta: decoders, prior), each parameter once (an
+    embedding tied between an encoder and a decoder counts as the encoder's)."""
     mods = [model.modality] if isinstance(model, VAE) else list(model.modalities.values())
-    enc = [p for m in mods for p in m.encoder.parameters() if p.requires_grad]
+    enc = list({id(p): p for m in mods for p in m.encoder.parameters() if p.requires_grad}.values())
     ids = {id(p) for p in enc}
     dec = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     return {"encoder": enc, "decoder": dec}
@@ -74,7 +76,7 @@ def crn_gradient_snr(model: "VAE | MultimodalVAE", x, Ks: Sequence[int] = (1, 4,
     first = x if isinstance(x, torch.Tensor) else next(iter(x.values()))
     if first.shape[0] != 1:
         raise ValueError(f"x must hold exactly one example (the draws are its replicates), got {first.shape[0]}")
-    groups = _groups(model)
+    groups = param_groups(model)
     params = groups["encoder"] + groups["decoder"]
     n_enc = sum(p.numel() for p in groups["encoder"])
     rows = []
