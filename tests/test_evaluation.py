@@ -409,6 +409,12 @@ def test_digit_classifier_trains_caches_and_reloads(tmp_path, monkeypatch):
     assert again.test_accuracy == pytest.approx(got.test_accuracy)
     torch.testing.assert_close(ev.predict_digits(again, xte), ev.predict_digits(got, xte))
     assert not any(p.requires_grad for p in again.parameters())
+    # a request with other training settings does not reuse the cache: it warns and retrains
+    monkeypatch.setattr(ev_classifiers, "train_digit_classifier", lambda *a, **k: got)
+    with pytest.warns(UserWarning, match=r"trained with epochs=1, max_train=None, not epochs=1, max_train=100"):
+        ev.get_digit_classifier("mnist", source="synthetic", train=ds_tr, test=ds_te, cache=tmp_path, max_train=100,
+                                verbose=False, progress=False)
+    assert torch.load(path, weights_only=True)["max_train"] == 100
 
 
 # ---------------------------------------------------------------------------------------------

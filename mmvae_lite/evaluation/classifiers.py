@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .checks import PathLike, check_int, check_positive
 from .examples import iterate_examples, materialise
-from .runtime import device_of, evaluation_mode, progress_bar
+from .runtime import device_of, evaluation_mode, progress_bar, seeded
 
 __all__ = ["DigitClassifier", "classifier_path", "predict_digits", "classifier_accuracy", "train_digit_classifier",
            "load_digit_classifier", "get_digit_classifier", "CLASSIFIER_FORMAT"]
@@ -195,8 +195,7 @@ def train_digit_classifier(name: str, dataset: Any, epochs: int = 2, *, test: An
         raise ValueError(f"square images expected, got {tuple(x.shape[1:])}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, dev):
         clf = DigitClassifier(c, h).to(dev)
         opt = torch.optim.Adam(clf.parameters(), lr=lr)
         steps = epochs * math.ceil(len(x) / batch_size)
@@ -225,10 +224,11 @@ def train_digit_classifier(name: str, dataset: Any, epochs: int = 2, *, test: An
     return clf
 
 
-def _save_classifier(clf: DigitClassifier, path: Path, name: str, source: str, epochs: int) -> None:
+def _save_classifier(clf: DigitClassifier, path: Path, name: str, source: str, epochs: int,
+                     max_train: Optional[int] = None) -> None:
     from ..training import atomic_save
     atomic_save({"format": CLASSIFIER_FORMAT, "name": name, "source": source, "in_channels": clf.in_channels,
-                 "size": clf.size, "epochs": epochs,
+                 "size": clf.size, "epochs": epochs, "max_train": -1 if max_train is None else int(max_train),
                  "test_accuracy": float(clf.test_accuracy) if clf.test_accuracy is not None else -1.0,
                  "state_dict": clf.state_dict()}, path)
 
@@ -243,6 +243,8 @@ def load_digit_classifier(path: PathLike, device: "str | torch.device | None" = 
     acc = float(state["test_accuracy"])
     clf.test_accuracy = acc if acc >= 0 else None
     clf.source = str(state["source"])
+    mt = int(state.get("max_train", -1))
+    clf.trained_with = (int(state["epochs"]) if "epochs" in state else None, None if mt < 0 else mt)
     clf.requires_grad_(False)
     return clf.to(device or "cpu").eval()
 
@@ -273,9 +275,14 @@ def get_digit_classifier(name: str, root: Optional[PathLike] = None, *, source: 
         source = resolve_source(name, root, "auto").kind
     path = classifier_path(name, source, root, cache)
     shown = _shown(path, root, cache)
+    epochs = epochs or (1 if name == "mnist" else 2)
     if path.is_file() and not retrain:
         try:
             clf = load_digit_classifier(path, device)
+            stored = getattr(clf, "trained_with", (None, None))
+            if stored[0] is not None and stored != (epochs, max_train):   # cached with other settings
+                raise ValueError(f"it was trained with epochs={stored[0]}, max_train={stored[1]}, "
+                                 f"not epochs={epochs}, max_train={max_train}")
             if verbose:
                 acc = f"{100 * clf.test_accuracy:.2f}%" if clf.test_accuracy is not None else "unknown"
                 print(f"[mmvae_lite] {name} classifier ({source}) from {shown}: test accuracy {acc}", flush=True)
@@ -292,14 +299,13 @@ def get_digit_classifier(name: str, root: Optional[PathLike] = None, *, source: 
                                    verbose=verbose)
         train = train if train is not None else loader("train")
         test = test if test is not None else loader("test")
-    epochs = epochs or (1 if name == "mnist" else 2)
     t0 = time.perf_counter()
     clf = train_digit_classifier(name, train, epochs, test=test, max_train=max_train, device=device,
                                  progress=progress)
     clf.requires_grad_(False)
     clf.source = source
     try:
-        _save_classifier(clf, path, name, source, epochs)
+        _save_classifier(clf, path, name, source, epochs, max_train)
         where = f"saved to {shown}"
     except OSError as e:
         where = f"not saved ({e.strerror or type(e).__name__})"  # no path: strerror alone

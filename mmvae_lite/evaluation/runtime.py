@@ -41,10 +41,16 @@ def seeded(seed: Optional[int], device: torch.device) -> Iterator[None]:
     if seed is None:
         yield
         return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
+    with torch.random.fork_rng(devices=_cuda_devices(device)):
+        torch.manual_seed(int(seed))   # seeds every CUDA device too: all of them are forked
         yield
+
+
+def _cuda_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose RNG ``torch.manual_seed`` would touch (all, once CUDA is initialised)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return list(range(torch.cuda.device_count()))
+    return [device] if device.type == "cuda" else []
 
 
 def one_thread():
