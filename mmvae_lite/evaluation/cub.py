@@ -86,16 +86,12 @@ class SentenceEmbedder:
             raise ValueError(f"sentences must be token ids (N, T) with N >= 1, got shape {ids.shape}")
         if ids.max() >= len(i2w) or ids.min() < 0:
             raise ValueError(f"sentences hold token ids in [{ids.min()}, {ids.max()}] but vocab has {len(i2w)} words")
-        if texts is None:
-            texts = []
-            for row in ids:
-                words = []
-                for t in row:
-                    if t == eos_idx:
-                        break
-                    if t != pad_idx:
-                        words.append(i2w[t])
-                texts.append(words)
+        if texts is None:   # the words before the first <eos>, without padding
+            is_eos = ids == eos_idx
+            first = np.where(is_eos.any(1), is_eos.argmax(1), ids.shape[1])
+            keep = (np.arange(ids.shape[1])[None, :] < first[:, None]) & (ids != pad_idx)
+            words = np.asarray(i2w, dtype=object)
+            texts = [words[row[k]].tolist() for row, k in zip(ids, keep)]
         texts = [list(t) for t in texts if len(t)]
         ft = FastText(vector_size=dim, window=window, min_count=min_count, seed=seed, workers=workers)
         ft.build_vocab(corpus_iterable=texts)
@@ -123,7 +119,7 @@ class SentenceEmbedder:
         emb.pc = vt[0].astype(np.float32)
         return emb
 
-    def embed(self, ids: "torch.Tensor | np.ndarray", chunk: int = 4096) -> np.ndarray:
+    def embed(self, ids: "torch.Tensor | np.ndarray", chunk: int = 512) -> np.ndarray:
         """Weighted mean word vectors (N, E) without the principal-component removal."""
         ids = torch.as_tensor(ids).long().cpu().numpy()
         T = ids.shape[1]
@@ -131,7 +127,7 @@ class SentenceEmbedder:
         first = np.where(is_eos.any(1), is_eos.argmax(1), T - 1)        # index of first <eos> (or last token)
         mask = (np.arange(T)[None, :] <= first[:, None]).astype(np.float32)
         out = np.empty((len(ids), self.vectors.shape[1]), dtype=np.float32)
-        for i in range(0, len(ids), chunk):
+        for i in range(0, len(ids), chunk):   # chunks bound the (n, T, E) gather: 512 x 32 x 300 floats = 20 MB
             x, m = ids[i:i + chunk], mask[i:i + chunk]
             w = self.weights[x] * m                                        # (n, T)
             out[i:i + chunk] = np.einsum("nt,nte->ne", w, self.vectors[x]) / m.sum(1, keepdims=True)
