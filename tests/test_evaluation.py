@@ -509,3 +509,27 @@ def test_plots_return_figures(tiny_mm):
     table = pl.caption_table({"in": torch.tensor([[3, 4, 2, 1]]), "out": torch.tensor([[4, 2, 3, 3]])},
                              ["<exc>", "<pad>", "<eos>", "red", "bird"])
     assert table.to_dict("list") == {"in": ["red bird"], "out": ["bird"]}
+
+
+def test_caption_attribute_scores_read_the_grammar_and_score_per_image():
+    from mmvae_lite.data.standins import BIRD_ATTRIBUTES, bird_captions, claimed_attributes
+    colours = BIRD_ATTRIBUTES["crown_color"]
+    assert claimed_attributes("this bird has a red crown, blue wings and an orange beak.") == {
+        "crown_color": colours.index("red"), "wing_color": colours.index("blue"),
+        "bill_color": BIRD_ATTRIBUTES["bill_color"].index("orange")}
+    assert claimed_attributes("a small bird with a long hooked bill and white wingbars.") == {}
+    birds = bird_captions(60, seed=2, captions_per_image=3, with_images=False)
+    rows = birds.attributes.repeat_interleave(3, 0)             # the bird of each caption
+    truth = ev.caption_attribute_scores(birds.captions, rows, birds.attribute_names)
+    assert truth["claim_accuracy"] == 1.0 and truth["described"] == truth["with_claims"] > 0.8
+    shuffled = ev.caption_attribute_scores(birds.captions, rows.roll(7, 0), birds.attribute_names)
+    assert shuffled["claim_accuracy"] < 0.4 and shuffled["described"] < truth["described"] / 2
+    mixed = ["a bird with a red crown.", "a bird with a red crown and blue wings.", "a tiny bird."]
+    attrs = torch.zeros(3, len(birds.attribute_names), dtype=torch.long)
+    crown, wing = birds.attribute_names.index("crown_color"), birds.attribute_names.index("wing_color")
+    attrs[:, crown], attrs[:, wing] = colours.index("red"), colours.index("green")
+    got = ev.caption_attribute_scores(mixed, attrs, birds.attribute_names)
+    assert got["described"] == pytest.approx(1 / 3) and got["with_claims"] == pytest.approx(2 / 3)
+    assert got["claims"] == 3 and got["claim_accuracy"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match=r"attributes must be \(N, A\) = \(3, "):
+        ev.caption_attribute_scores(mixed, attrs[:2], birds.attribute_names)

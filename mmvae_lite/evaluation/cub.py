@@ -21,7 +21,7 @@ from .examples import batch_size_of, iterate_examples, total_examples
 from .latent import decoded_mean
 from .runtime import Progress, device_of, evaluation_mode, seeded
 
-__all__ = ["SentenceEmbedder", "CCA", "fit_cub_cca", "cub_coherence", "attribute_accuracy"]
+__all__ = ["SentenceEmbedder", "CCA", "fit_cub_cca", "cub_coherence", "attribute_accuracy", "caption_attribute_scores"]
 
 
 def _i2w(vocab: Any) -> list[str]:
@@ -310,3 +310,43 @@ def attribute_accuracy(pred: Mapping[str, Any], true: Mapping[str, Any]) -> dict
     out["mean"] = float(np.nanmean(list(out.values())))
     return out
 
+
+def caption_attribute_scores(captions: Sequence[str], attributes: Any, attribute_names: Sequence[str]
+                             ) -> dict[str, Any]:
+    """How well captions name the part colours of the birds they describe (CUB stand-in only).
+
+    ``captions[i]`` is scored against row ``i`` of ``attributes`` (N, A) (columns named by
+    ``attribute_names``, values indexing :data:`mmvae_lite.data.standins.BIRD_ATTRIBUTES`); the
+    claims are read by :func:`mmvae_lite.data.standins.claimed_attributes`. Returns:
+
+    * ``described``: the fraction of captions that name at least one part colour and name every
+      one of them right (a caption "describes its image");
+    * ``with_claims``: the fraction of captions that name any part colour;
+    * ``claim_accuracy``: the fraction of all claims that are right; ``claims``: their number;
+    * ``per_attribute``: the agreement per attribute (:func:`attribute_accuracy`), over the claims.
+    """
+    from ..data.standins import claimed_attributes
+    attrs = np.asarray(torch.as_tensor(attributes).cpu())
+    if attrs.ndim != 2 or len(attrs) != len(captions) or attrs.shape[1] != len(attribute_names):
+        raise ValueError(f"attributes must be (N, A) = ({len(captions)}, {len(attribute_names)}) for "
+                         f"{len(captions)} captions, got shape {attrs.shape}")
+    if not len(captions):
+        raise ValueError("caption_attribute_scores needs at least one caption")
+    col = {name: j for j, name in enumerate(attribute_names)}
+    pred: dict[str, list[int]] = {}
+    true: dict[str, list[int]] = {}
+    described = with_claims = right = claims = 0
+    for text, row in zip(captions, attrs):
+        said = {a: v for a, v in claimed_attributes(text).items() if a in col}
+        ok = [v == int(row[col[a]]) for a, v in said.items()]
+        for a, v in said.items():
+            pred.setdefault(a, []).append(v)
+            true.setdefault(a, []).append(int(row[col[a]]))
+        claims += len(ok)
+        right += sum(ok)
+        with_claims += bool(ok)
+        described += bool(ok) and all(ok)
+    n = len(captions)
+    return {"described": described / n, "with_claims": with_claims / n,
+            "claim_accuracy": right / claims if claims else float("nan"), "claims": claims,
+            "per_attribute": attribute_accuracy(pred, true) if claims else {}}

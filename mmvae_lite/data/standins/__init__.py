@@ -22,7 +22,7 @@ One module each: :mod:`.house_numbers`, :mod:`.birds`, :mod:`.features` (the sta
 ResNet-101 features); :mod:`.common` holds the seeded draws and the ``.npz`` cache keyed by
 ``(n, seed, version)``.
 """
-from .birds import BIRD_ATTRIBUTES, BIRDS_VERSION, BirdCaptions, bird_captions
+from .birds import BIRD_ATTRIBUTES, BIRDS_VERSION, BirdCaptions, bird_captions, claimed_attributes
 from .features import STANDIN_FEATURE_DIM, standin_features
 from .house_numbers import HOUSE_NUMBERS_VERSION, house_numbers
 
@@ -33,6 +33,7 @@ __all__ = [
     "BirdCaptions",
     "house_numbers",
     "bird_captions",
+    "claimed_attributes",
     "standin_features",
     "STANDIN_FEATURE_DIM",
 ]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .common import _blur, _cache_file, _load_cached, _save_cached
 
-__all__ = ["BIRDS_VERSION", "BIRD_ATTRIBUTES", "BirdCaptions", "bird_captions"]
+__all__ = ["BIRDS_VERSION", "BIRD_ATTRIBUTES", "BirdCaptions", "bird_captions", "claimed_attributes"]
 
 #: Bump when the bird renderer / caption grammar changes.
 BIRDS_VERSION = 2
@@ -298,6 +298,26 @@ def _caption(a: dict[str, str], rng: np.random.Generator) -> str:
     if rng.random() < 0.12:
         parts.append(pick(_BG_PHRASES[a["background"]]))
     return " , ".join(parts).replace(" , ", ", ") + "."
+
+
+#: The parts whose colour a caption names right before the part's noun ("a red crown", "blue wings").
+_PART_NOUNS = {"crown_color": r"crown", "wing_color": r"wings", "belly_color": r"(?:belly|breast)",
+               "back_color": r"back", "bill_color": r"(?:bill|beak)"}
+
+
+def claimed_attributes(text: str) -> dict[str, int]:
+    """The part colours a stand-in caption names: ``{attribute: value index}`` (indices into
+    :data:`BIRD_ATTRIBUTES`). The inverse of the caption grammar for the colours, the attributes a
+    picture shows best; a generated caption that names no part colour claims nothing."""
+    import re
+
+    out = {}
+    for attr, noun in _PART_NOUNS.items():
+        values = BIRD_ATTRIBUTES[attr]
+        m = re.search(r"\b(" + "|".join(values) + r") " + noun + r"\b", text)
+        if m:
+            out[attr] = values.index(m.group(1))
+    return out
 
 
 def bird_captions(n: int, seed: int = 0, *, captions_per_image: int = 10, image_size: int = 64,
