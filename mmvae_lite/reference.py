@@ -263,6 +263,27 @@ def check_coherence(model: torch.nn.Module, test: Any, *, n: int = 1000, root: O
             coherence(model, test, clfs, n_joint=n, max_examples=n, seed=0, progress=False).items()}
 
 
+def check_captions(model: torch.nn.Module, test: Any, *, n: int = 500) -> dict[str, float]:
+    """Caption scores of the first ``n`` test images with seed 0 (CUB stand-in): the deterministic
+    numbers a shipped CUB model's test re-computes (``metrics.json["check"]``)."""
+    from .evaluation import image_caption_scores
+    got = image_caption_scores(model, test, n_images=n, seed=0)
+    return {k: round(float(got[k]), 4) for k in ("described", "with_claims", "claim_accuracy")}
+
+
+def recheck(model: torch.nn.Module, *, root: Optional[PathLike] = None) -> dict[str, float]:
+    """Re-compute a shipped model's ``check`` (its experiment's deterministic numbers) on the test
+    data found in ``root``: coherence on MNIST-SVHN, caption scores on the CUB stand-in."""
+    from .data import experiment_data
+    cfg: Config = model.config
+    _, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=1), root=root, verbose=False)
+    if cfg.experiment == "mnist-svhn":
+        return check_coherence(model, test, root=root)
+    if cfg.experiment == "cub-features":
+        return check_captions(model, test)
+    raise PretrainedError(f"no check is defined for {cfg.experiment!r} models")
+
+
 def warm_start_chain(cfg: Config) -> list[dict[str, Any]]:
     """The runs whose weights a run started from (``cfg.init_from``, then theirs...), oldest first:
     ``{"checkpoint", "command", "epochs", "pairs", "train_seconds", "config"}`` each. Empty for a run from scratch."""
@@ -344,7 +365,10 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     weights rounded to float16; float16 is shipped when every coherence number stays within 0.5
     points, else float32. Also writes ``history.json``, ``metrics.json`` (command, commit, config,
     machine, train seconds, metrics of both precisions, the time-to-coherence curve of the run's
-    ``epochNN.pt`` snapshots when present) and a cross-generation figure.
+    ``epochNN.pt`` snapshots when present) and a cross-generation figure. CUB stand-in features:
+    CCA coherence (Table 4) and the scores of the captions written for every test image
+    (:func:`mmvae_lite.evaluation.image_caption_scores`), float16 when they move by at most 0.5
+    points.
     """
     import subprocess
     import sys
@@ -390,6 +414,22 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
         record["check"] = check_coherence(_rounded(model, dtype), test, root=root)
         if any(Path(run_dir).glob("epoch*.pt")):
             record["time_to_coherence"] = coherence_curve(run_dir, root=root, progress=False)
+    elif cfg.experiment == "cub-features":
+        from .cli import flat_table
+        from .evaluation import evaluate_cub, image_caption_scores
+        train, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=None), root=root,
+                                         verbose=progress)
+        cub = evaluate_cub(model, test, train, n_train=20000, n_test=5000, progress=progress)
+        full = image_caption_scores(model, test)
+        half = image_caption_scores(_rounded(model, dtype), test)
+        worst = max(abs(full[k] - half[k]) for k in ("described", "with_claims")) * 100
+        dtype = torch.float16 if worst <= 0.5 else torch.float32
+        record["metrics"] = {"cca": flat_table(cub["cca"]),
+                             "captions_from_images": {k: v for k, v in full.items() if k != "examples"}}
+        record["caption_examples"] = full["examples"]
+        record["captions_float16"] = {k: v for k, v in half.items() if k != "examples"}
+        record["float16_max_caption_change_points"] = round(worst, 3)
+        record["check"] = check_captions(_rounded(model, dtype), test)
     shipped = export(model, cfg, name, out, dtype=dtype, record=record)
     record["files"] = [f.__dict__ for f in shipped]
     folder = Path(out) / name
@@ -404,4 +444,4 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
 
 
 __all__ = ["pretrained", "available", "locate", "load_weights", "export", "pretrained_config",
-           "pretrained_record", "PretrainedError", "BASE_URL", "coherence_curve", "warm_start_chain", "export_run", "check_coherence"]
+           "pretrained_record", "PretrainedError", "BASE_URL", "coherence_curve", "warm_start_chain", "check_captions", "recheck", "export_run", "check_coherence"]

@@ -21,6 +21,7 @@ function                            module              paper
 :func:`log_likelihoods`             ``likelihoods``     Table 3: IWAE estimates per example
 :func:`cub_coherence`               ``cub``             Table 4: CCA of images and sentences
 :func:`caption_attribute_scores`    ``cub``             stand-in: captions naming their bird's colours
+:func:`image_caption_scores`        ``cub``             stand-in: the same for captions of test images
 :func:`gradient_snr`                ``gradients``       Appendix C: SNR of IWAE / STL / DReG
 :func:`evaluate_mnist_svhn`         ``reports``         Tables 1-3 (and 5) in one call
 :func:`evaluate_cub`                ``reports``         Table 4 in one call
@@ -29,7 +30,8 @@ function                            module              paper
 from .classifiers import (CLASSIFIER_FORMAT, DigitClassifier, classifier_accuracy, classifier_path,
                           get_digit_classifier, load_digit_classifier, predict_digits, train_digit_classifier)
 from .coherence import coherence, cross_coherence, joint_coherence
-from .cub import CCA, SentenceEmbedder, attribute_accuracy, caption_attribute_scores, cub_coherence, fit_cub_cca
+from .cub import (CCA, SentenceEmbedder, attribute_accuracy, caption_attribute_scores, cub_coherence, fit_cub_cca,
+                  image_caption_scores)
 from .examples import iterate_examples
 from .gradients import gradient_snr
 from .latent import kl_per_dimension, latent_accuracy, latent_embedding, latent_traversals, posterior_features
@@ -44,7 +46,7 @@ __all__ = [
     "coherence", "cross_coherence", "joint_coherence",
     "posterior_features", "latent_accuracy", "kl_per_dimension", "latent_traversals", "latent_embedding",
     "log_likelihoods", "likelihood_summary",
-    "SentenceEmbedder", "CCA", "fit_cub_cca", "cub_coherence", "attribute_accuracy", "caption_attribute_scores",
+    "SentenceEmbedder", "CCA", "fit_cub_cca", "cub_coherence", "attribute_accuracy", "caption_attribute_scores", "image_caption_scores",
     "gradient_snr",
     "evaluate_mnist_svhn", "evaluate_cub",
 ]

@@ -21,7 +21,8 @@ from .examples import batch_size_of, iterate_examples, total_examples
 from .latent import decoded_mean
 from .runtime import Progress, device_of, evaluation_mode, seeded
 
-__all__ = ["SentenceEmbedder", "CCA", "fit_cub_cca", "cub_coherence", "attribute_accuracy", "caption_attribute_scores"]
+__all__ = ["SentenceEmbedder", "CCA", "fit_cub_cca", "cub_coherence", "attribute_accuracy", "caption_attribute_scores",
+           "image_caption_scores"]
 
 
 def _i2w(vocab: Any) -> list[str]:
@@ -350,3 +351,33 @@ def caption_attribute_scores(captions: Sequence[str], attributes: Any, attribute
     return {"described": described / n, "with_claims": with_claims / n,
             "claim_accuracy": right / claims if claims else float("nan"), "claims": claims,
             "per_attribute": attribute_accuracy(pred, true) if claims else {}}
+
+
+def image_caption_scores(model: MultimodalVAE, test: Any, *, n_images: Optional[int] = None, seed: int = 0,
+                         batch_size: int = 500) -> dict[str, Any]:
+    """:func:`caption_attribute_scores` of the captions a model writes for the stand-in's test
+    images: one caption per image (its first caption row), from one sample z ~ q(z | image)
+    decoded to the most likely token at each position; ``n_images``: the first ones (None: all).
+    Deterministic in ``seed``. ``test`` is a :class:`~mmvae_lite.data.CUBDataset` of the stand-in."""
+    model = require_multimodal(model, "image_caption_scores", "captions are generated from images")
+    if getattr(test, "attributes", None) is None or getattr(test, "vocab", None) is None:
+        raise ValueError("image_caption_scores needs the CUB stand-in's test set (its birds' attributes "
+                         "and vocabulary); real CUB has no attributes to check captions against")
+    n_images = check_int(n_images, "n_images", none=True)
+    batch_size = check_int(batch_size, "batch_size")
+    # the first caption row of every image, in image order
+    rows = torch.unique(torch.as_tensor(test.image_index), sorted=True, return_inverse=True)[1]
+    first = torch.full((int(rows.max()) + 1,), len(rows), dtype=torch.long).scatter_reduce(
+        0, rows, torch.arange(len(rows)), reduce="amin")
+    first = first[:n_images] if n_images is not None else first
+    dev = device_of(model)
+    texts: list[str] = []
+    with evaluation_mode(model), seeded(seed, dev):
+        for i in range(0, len(first), batch_size):
+            batch = test.get_batch(first[i:i + batch_size], device=dev)
+            ids = model.cross_reconstruct({"image": batch["image"]}, K=1)["image"]["sentence"][0]
+            texts += [test.vocab.decode(t) for t in ids.cpu()]
+    attrs = test.caption_attributes()[first]
+    out = caption_attribute_scores(texts, attrs, test.attribute_names)
+    out["n_images"], out["examples"] = len(first), texts[:10]
+    return out
