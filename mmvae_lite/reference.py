@@ -427,6 +427,8 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
         record["metrics"] = {"cca": flat_table(cub["cca"]),
                              "captions_from_images": {k: v for k, v in full.items() if k != "examples"}}
         record["caption_examples"] = full["examples"]
+        record["vocab_fingerprint"] = train.vocab.fingerprint()   # vocab.json beside the weights: Vocab.load
+        vocab = train.vocab
         record["captions_float16"] = {k: v for k, v in half.items() if k != "examples"}
         record["float16_max_caption_change_points"] = round(worst, 3)
         record["check"] = check_captions(_rounded(model, dtype), test)
@@ -434,6 +436,8 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     record["files"] = [f.__dict__ for f in shipped]
     folder = Path(out) / name
     (folder / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
+    if cfg.experiment == "cub-features":
+        vocab.save(folder / "vocab.json")
     (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     if cfg.experiment == "mnist-svhn":
         from .plotting import plot_cross_generation

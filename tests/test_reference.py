@@ -93,6 +93,9 @@ def test_every_shipped_model_loads_and_reproduces_its_recorded_coherence(name):
     got = pt.recheck(model, root=SHARED)
     assert set(got) == set(record["check"])
     for key, want in record["check"].items():
+        if want != want:   # NaN: no caption made a claim, then and now
+            assert got[key] != got[key], (key, got[key])
+            continue
         assert abs(got[key] - want) <= 0.02, (key, got[key], want)
 
 
