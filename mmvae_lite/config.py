@@ -165,9 +165,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cub-features": {
         "paper": _PAPER_CUB,
         "quick": dict(_PAPER_CUB, latent_dim=32, K=4, epochs=3, train_subset=4000, test_subset=1000, eval_K=10),
-        # reference: the shipped CPU model of the stand-in (results/). The paper's model, objective and
-        # estimator; K=1 because a step costs 0.49 / 0.94 / 1.9 / 4.0 / 7.7 s for K = 1 / 2 / 4 / 8 / 16
-        # (batch 64, 2 cores: measured), and every pair of the 88,550 per epoch.
+        # reference: a longer CPU run of the stand-in (results/README.md). The paper's model, objective
+        # and estimator; a step of 64 pairs costs 0.49 / 0.94 / 1.9 / 4.0 / 7.7 s for K = 1 / 2 / 4 / 8 / 16
+        # on 2 cores (measured). K=1 writes one caption skeleton for every image (the non-autoregressive
+        # decoder's per-position mode), so it is only the first stage: continue with --K 4 --init-from.
         "reference": dict(_PAPER_CUB, K=1, epochs=4, test_subset=1000, eval_K=10),
     },
     "cub-images": {
