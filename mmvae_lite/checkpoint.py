@@ -270,6 +270,15 @@ def load_weights(model: nn.Module, source: "Union[str, Path, Mapping[str, torch.
     return model
 
 
+def config_differences(state: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """Experiment, model kind and latent size of a checkpoint's config against a config: the checks a
+    warm start can make before any data are loaded or any model is built."""
+    saved = state.get("config") or {}
+    return [f"{key}: the checkpoint's is {saved[key]!r}, this run's {config[key]!r}"
+            for key in ("experiment", "model", "latent_dim")
+            if saved.get(key) is not None and config.get(key) is not None and saved[key] != config[key]]
+
+
 def warm_start(model: nn.Module, path: "str | Path", config: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Load the model weights of another run's trainer checkpoint into ``model`` (a warm start).
 
@@ -288,4 +297,4 @@ def warm_start(model: nn.Module, path: "str | Path", config: Optional[Mapping[st
 
 __all__ = ["FORMAT", "VERSION", "LEGACY_FORMAT", "CheckpointError", "read_checkpoint", "load_weights",
            "model_info", "torch_load", "parameter_differences", "optimizer_differences", "model_differences",
-           "training_differences", "warm_start"]
+           "training_differences", "config_differences", "warm_start"]

@@ -43,6 +43,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", metavar="CHECKPOINT",
                    help="start from the model weights of another run's checkpoint.pt (a warm start: new optimiser, "
                         "new settings; the run folder gets the tag 'warm')")
+    p.add_argument("--snapshots", action="store_true",
+                   help="keep a copy of every epoch's checkpoint (epochNN.pt in the run folder): export then "
+                        "records the run's time-to-coherence curve")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in the run folder (its checkpoint, history and metrics) instead of refusing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -174,6 +177,7 @@ def prepare_run_folder(run_dir: Path, cfg: Config, *, resume: bool, overwrite: b
             print(f"note: resuming on device {cfg.device or 'auto'} (the run was started with {saved.get('device') or 'auto'})")
         return epoch
     existing = [f for f in _RUN_FILES if (run_dir / f).exists()]
+    existing += sorted(p.name for p in run_dir.glob("epoch[0-9][0-9]*.pt"))   # --snapshots of the run
     if existing and not overwrite:
         detail = ""
         if ckpt.exists():
@@ -202,6 +206,15 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run_dir = Path(args.out) / run_name(cfg)
+    if cfg.init_from and not args.resume:   # a wrong --init-from fails before data loading and the run folder
+        from .checkpoint import config_differences, read_checkpoint
+        try:
+            problems = config_differences(read_checkpoint(cfg.init_from), cfg.to_dict())
+            if problems:
+                raise CheckpointError(f"{cfg.init_from} cannot start this run: " + "; ".join(problems))
+        except (CheckpointError, OSError) as e:
+            print(f"error: --init-from: {e}", file=sys.stderr)
+            return 2
     try:
         if Path(args.out).exists() and not Path(args.out).is_dir():
             raise RunFolderError(f"--out {args.out} is a file; give a folder for the runs")
@@ -226,7 +239,8 @@ def run_train(args: argparse.Namespace) -> int:
     trainer = Trainer(model, get_objective(cfg.objective, cfg.gradient), K=cfg.K, lr=cfg.lr, amsgrad=cfg.amsgrad,
                       batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, bf16=cfg.bf16,
                       eval_objective=get_objective(eval_fn.get(cfg.objective, cfg.objective)), eval_K=cfg.eval_K,
-                      progress=not args.no_progress, checkpoint=run_dir / "checkpoint.pt", config=cfg.to_dict())
+                      progress=not args.no_progress, checkpoint=run_dir / "checkpoint.pt", config=cfg.to_dict(),
+                      snapshots=args.snapshots)
     if cfg.init_from and not args.resume:
         from .checkpoint import warm_start
         try:

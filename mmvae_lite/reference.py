@@ -289,9 +289,12 @@ def warm_start_chain(cfg: Config) -> list[dict[str, Any]]:
     ``{"checkpoint", "command", "epochs", "pairs", "train_seconds", "config"}`` each. Empty for a run from scratch."""
     from .checkpoint import read_checkpoint
     chain: list[dict[str, Any]] = []
-    init = cfg.init_from
+    init, seen = cfg.init_from, set()
     while init:
         path = Path(init)
+        if path.resolve() in seen:
+            raise PretrainedError(f"the runs started from one another in a cycle (--init-from {init} again)")
+        seen.add(path.resolve())
         if not path.exists():
             raise PretrainedError(f"the run started from {init} (--init-from), which is not here: its training "
                                   f"time and pairs belong to this run's record")
@@ -300,10 +303,21 @@ def warm_start_chain(cfg: Config) -> list[dict[str, Any]]:
         cmd = path.parent / "command.txt"   # the commands that trained it, when its run folder is beside it
         chain.insert(0, {"checkpoint": str(init), "command": cmd.read_text().strip() if cmd.is_file() else None,
                          "epochs": int(state["epoch"]),
-                         "pairs": int(state["epoch"]) * int(saved.get("train_subset") or 0),
+                         "pairs": _pairs(int(state["epoch"]), saved.get("train_subset")),
                          "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1), "config": saved})
         init = saved.get("init_from")
     return chain
+
+
+def _pairs(epochs: int, train_subset: Optional[int]) -> Optional[int]:
+    """Pairs seen in ``epochs`` epochs of ``train_subset`` pairs; None for all the pairs (the count
+    is the dataset's size, which the config does not record)."""
+    return epochs * int(train_subset) if train_subset else None
+
+
+def _total(values: Any) -> Optional[float]:
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
 
 
 def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, root: Optional[PathLike] = None,
@@ -327,10 +341,10 @@ def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, ro
             raise PretrainedError("coherence_curve needs an mnist-svhn run")
         if offset is None:
             chain = warm_start_chain(cfg)
-            offset = {"seconds": sum(c["train_seconds"] for c in chain), "pairs": sum(c["pairs"] for c in chain)}
-            if chain:
-                rows = coherence_curve(Path(chain[-1]["checkpoint"]).parent, n=n, n_joint=n_joint, root=root,
-                                       progress=progress)
+            offset = {"seconds": sum(c["train_seconds"] for c in chain), "pairs": _total(c["pairs"] for c in chain)}
+            if chain:   # the earlier run's snapshots up to the one this run started from
+                rows = [r for r in coherence_curve(Path(chain[-1]["checkpoint"]).parent, n=n, n_joint=n_joint,
+                                                   root=root, progress=progress) if r["epoch"] <= chain[-1]["epochs"]]
         if test is None:
             _, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=1), root=root, verbose=False)
             clfs = {m: get_digit_classifier(m, root, progress=progress, verbose=False) for m in ("mnist", "svhn")}
@@ -338,7 +352,7 @@ def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, ro
         c = coherence(model, test, clfs, n_joint=n_joint, max_examples=n, seed=0, progress=progress)
         rows.append({"run": Path(run_dir).name, "K": cfg.K, "batch_size": cfg.batch_size, "lr": cfg.lr,
                      "epoch": int(state["epoch"]),
-                     "pairs_seen": int(state["epoch"]) * (cfg.train_subset or 0) + offset["pairs"],
+                     "pairs_seen": _total([_pairs(int(state["epoch"]), cfg.train_subset), offset["pairs"]]),
                      "train_seconds": round(seconds, 1), **{k: round(float(v), 4) for k, v in c.items()}})
     return rows
 

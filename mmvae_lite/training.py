@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -126,6 +127,9 @@ class Trainer:
             unless the environment variable ``MMVAE_LITE_PROGRESS`` is ``0``.
         verbose: print one line per epoch.
         checkpoint: a path; the state is saved there atomically after every epoch.
+        snapshots: also keep a copy of the checkpoint of every epoch beside it, ``epochNN.pt``
+            (``epoch01.pt`` ...): the snapshots of a run's time-to-coherence curve
+            (:func:`mmvae_lite.reference.coherence_curve`).
         trim_heap: on CPU, return fragmented heap memory to the OS after steps that grew the
             resident size by more than 128 MB (:class:`HeapTrimmer`; glibc only).
         check_every: how often (in steps) :meth:`fit` makes the host wait for the device to confirm
@@ -143,7 +147,7 @@ class Trainer:
                  device: "str | torch.device | None" = None, bf16: bool = False, progress: Optional[bool] = None,
                  verbose: bool = True, checkpoint: "str | Path | None" = None,
                  config: Optional[Mapping[str, Any]] = None, trim_heap: bool = True,
-                 check_every: Optional[int] = None) -> None:
+                 check_every: Optional[int] = None, snapshots: bool = False) -> None:
         if not callable(objective):
             raise TypeError(f"objective must be a function (model, batch, K) -> value, e.g. mmvae_lite.objectives.elbo"
                             f" or get_objective({objective!r}); got {type(objective).__name__}")
@@ -187,6 +191,9 @@ class Trainer:
         if self.checkpoint is not None and self.checkpoint.is_dir():
             raise ValueError(f"checkpoint must be a file path, and {self.checkpoint} is a directory "
                              f"(e.g. give {self.checkpoint / 'checkpoint.pt'})")
+        if snapshots and self.checkpoint is None:
+            raise ValueError("snapshots=True keeps copies of the checkpoint: give checkpoint= a file path too")
+        self.snapshots = bool(snapshots)
         self.config = dict(config) if config is not None else {}
         self.epoch = 0
         self.step = 0
@@ -352,6 +359,8 @@ class Trainer:
                 print(msg + f"  ({rec.seconds:.1f} s)", flush=True)
             if self.checkpoint is not None:
                 self.save(self.checkpoint)
+                if self.snapshots:
+                    shutil.copyfile(self.checkpoint, self.checkpoint.with_name(f"epoch{self.epoch:02d}.pt"))
         return self.history
 
     # -- checkpoints ----------------------------------------------------------------------------

@@ -137,13 +137,19 @@ def test_cli_refuses_a_second_run_and_resumes_for_more_epochs(tmp_path, capsys):
     assert main(argv) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (run / "checkpoint.pt").read_bytes() == first
-    assert main(argv[:5] + ["2"] + argv[6:] + ["--resume"]) == 0
+    assert main(argv[:5] + ["2"] + argv[6:] + ["--resume", "--snapshots"]) == 0
     assert len(json.loads((run / "history.json").read_text())) == 2
     assert json.loads((run / "config.json").read_text())["epochs"] == 2
+    # --snapshots keeps the checkpoint of each epoch it trains, named by the epoch it holds
+    from mmvae_lite.checkpoint import read_checkpoint
+    assert sorted(p.name for p in run.glob("epoch*.pt")) == ["epoch02.pt"]
+    assert (run / "epoch02.pt").read_bytes() == (run / "checkpoint.pt").read_bytes()
+    assert read_checkpoint(run / "epoch02.pt")["epoch"] == 2
     assert main(argv + ["--resume", "--seed", "3"]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
-    assert main(argv + ["--overwrite"]) == 0
+    assert main(argv + ["--overwrite"]) == 0            # the replaced run's snapshots go with it
     assert len(json.loads((run / "history.json").read_text())) == 1
+    assert not list(run.glob("epoch*.pt")) and "epoch02.pt" in capsys.readouterr().out
 
 
 @needs_real_mnist
@@ -175,7 +181,15 @@ def test_warm_start_takes_the_weights_and_new_settings_and_counts_the_earlier_tr
     before["config"]["experiment"] = "svhn"
     torch.save(before, tmp_path / "svhn.pt")
     assert main(base + ["--init-from", str(tmp_path / "svhn.pt"), "--seed", "3"]) == 2
-    assert "--init-from" in (err := capsys.readouterr().err) and "'svhn'" in err and "'mnist'" in err
-    assert not (tmp_path / "mnist-vae-quick-seed3-n128-t32-warm" / "checkpoint.pt").exists()
+    captured = capsys.readouterr()
+    assert "--init-from" in captured.err and "'svhn'" in captured.err and "'mnist'" in captured.err
+    # refused before the data are loaded (nothing said about MNIST) and before the run folder exists
+    assert "MNIST" not in captured.out + captured.err
+    assert not (tmp_path / "mnist-vae-quick-seed3-n128-t32-warm").exists()
     assert main(base + ["--init-from", str(tmp_path / "nothing.pt"), "--seed", "4"]) == 2
     assert "nothing.pt" in capsys.readouterr().err
+    assert not (tmp_path / "mnist-vae-quick-seed4-n128-t32-warm").exists()
+    # --overwrite with a wrong --init-from refuses before it removes the run it would replace
+    kept = (warm / "checkpoint.pt").read_bytes()
+    assert main(base + ["--init-from", str(tmp_path / "nothing.pt"), "--K", "2", "--lr", "1e-12", "--overwrite"]) == 2
+    assert (warm / "checkpoint.pt").read_bytes() == kept

@@ -518,6 +518,11 @@ def test_caption_attribute_scores_read_the_grammar_and_score_per_image():
         "crown_color": colours.index("red"), "wing_color": colours.index("blue"),
         "bill_color": BIRD_ATTRIBUTES["bill_color"].index("orange")}
     assert claimed_attributes("a small bird with a long hooked bill and white wingbars.") == {}
+    # a colour the part never has, or one part named in two colours, is a claim wrong for every bird;
+    # the same colour named twice is one claim
+    assert claimed_attributes("a bird with a red bill.") == {"bill_color": -1}
+    assert claimed_attributes("a red crown, a blue crown, a short tail.") == {"crown_color": -1}
+    assert claimed_attributes("a red crown, a red crown.") == {"crown_color": colours.index("red")}
     birds = bird_captions(60, seed=2, captions_per_image=3, with_images=False)
     rows = birds.attributes.repeat_interleave(3, 0)             # the bird of each caption
     truth = ev.caption_attribute_scores(birds.captions, rows, birds.attribute_names)
@@ -531,5 +536,7 @@ def test_caption_attribute_scores_read_the_grammar_and_score_per_image():
     got = ev.caption_attribute_scores(mixed, attrs, birds.attribute_names)
     assert got["described"] == pytest.approx(1 / 3) and got["with_claims"] == pytest.approx(2 / 3)
     assert got["claims"] == 3 and got["claim_accuracy"] == pytest.approx(2 / 3)
+    contradictory = ev.caption_attribute_scores(["a red crown, a green crown."], attrs[:1], birds.attribute_names)
+    assert contradictory["described"] == 0 and contradictory["claims"] == 1
     with pytest.raises(ValueError, match=r"attributes must be \(N, A\) = \(3, "):
         ev.caption_attribute_scores(mixed, attrs[:2], birds.attribute_names)

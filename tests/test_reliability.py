@@ -390,6 +390,8 @@ def test_sweep_findings(tmp_path):
         Trainer(make_tiny_mm(), lambda m, b, K: 1.0, device="cpu", progress=False, verbose=False).train_step(_data(4))
     with pytest.raises(ValueError, match="is a directory"):
         _trainer(checkpoint=tmp_path)
+    with pytest.raises(ValueError, match="snapshots=True keeps copies of the checkpoint: give checkpoint="):
+        _trainer(snapshots=True)
     with pytest.raises(TypeError, match="checkpoint path must be a str or pathlib.Path, got NoneType"):
         tr.load(None)
     (tmp_path / "file").write_text("x")

@@ -276,12 +276,13 @@ def inspect_page(driver, base: str, html_dir: Path, rel: str, shots: Path) -> Pa
     report, stem, t0 = PageReport(rel), Path(rel).stem, time.perf_counter()
     driver.get(base + rel)
     info = driver.execute_async_script(INSPECT_JS)
+    console = driver.get_log("browser")   # read now, so that this page's messages stay with this page
     if "script_error" in info:
         report.problems.append(f"the page inspection failed in the browser: {info['script_error'][:300]}")
         return report
     # JavaScript errors the page raised (the console's SEVERE entries; failed loads show as broken
     # images or links below)
-    for entry in driver.get_log("browser"):
+    for entry in console:
         msg = str(entry.get("message", ""))
         if "Uncaught" in msg or "SyntaxError" in msg or "TypeError" in msg or "ReferenceError" in msg:
             report.problems.append(f"JavaScript error: {msg[:200]}")

@@ -154,7 +154,7 @@ def fetch_file(url: Union[str, Sequence[str]], dest: Union[str, "os.PathLike[str
             errors.append(f"{u}: HTTP {e.code} {e.reason}")
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
             # HTTPException: a transfer cut short (IncompleteRead); ValueError: a malformed mirror URL
-            errors.append(f"{u}: {getattr(e, 'reason', None) or e or type(e).__name__}")
+            errors.append(f"{u}: {getattr(e, 'reason', None) or str(e) or type(e).__name__}")
         finally:
             if fd >= 0:
                 os.close(fd)

@@ -308,15 +308,22 @@ _PART_NOUNS = {"crown_color": r"crown", "wing_color": r"wings", "belly_color": r
 def claimed_attributes(text: str) -> dict[str, int]:
     """The part colours a stand-in caption names: ``{attribute: value index}`` (indices into
     :data:`BIRD_ATTRIBUTES`). The inverse of the caption grammar for the colours, the attributes a
-    picture shows best; a generated caption that names no part colour claims nothing."""
+    picture shows best; a generated caption that names no part colour claims nothing.
+
+    A claim no stand-in bird can make (a colour the part never has, such as "a red bill") or a part
+    named with two different colours ("a red crown, a blue crown") is read as the value ``-1``: a
+    claim that is wrong for every image, so that such captions cannot score as describing one.
+    """
     import re
 
+    words = sorted(set(_COLOUR_NAMES).union(*(BIRD_ATTRIBUTES[a] for a in _PART_NOUNS)), key=len, reverse=True)
     out = {}
     for attr, noun in _PART_NOUNS.items():
-        values = BIRD_ATTRIBUTES[attr]
-        m = re.search(r"\b(" + "|".join(values) + r") " + noun + r"\b", text)
-        if m:
-            out[attr] = values.index(m.group(1))
+        named = {m.group(1) for m in re.finditer(r"\b(" + "|".join(words) + r") " + noun + r"\b", text)}
+        if named:
+            values = BIRD_ATTRIBUTES[attr]
+            (colour,) = named if len(named) == 1 else (None,)
+            out[attr] = values.index(colour) if colour in values else -1
     return out
 
 
