@@ -571,7 +571,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     peak_mb = peak_rss_mb()   # before the (untimed) FLOP-counting step, which may use more memory
     if args.flops and flop_fn is not None:
         gflop = count_gflop(flop_fn)
-        info.update(gflop_per_step=round(gflop, 3), gflops_achieved=round(gflop / med, 1))
+        info.update(gflop_per_step=round(gflop, 3), gflops_achieved=round(gflop / med, 3))
     res: dict[str, Any] = {
         "implementation": args.impl, "mode": "eval" if args.eval else "train", "config": args.config,
         "objective": ("iwae_mixture" if args.eval else args.objective),

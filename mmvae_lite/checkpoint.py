@@ -239,7 +239,19 @@ def model_differences(state: Mapping[str, Any], model: nn.Module, config: Mappin
 def training_differences(state: Mapping[str, Any], settings: Mapping[str, Any]) -> list[str]:
     """Training settings (objective, K, batch size, seed, lr...) that differ from the checkpoint's."""
     saved = state.get("trainer") or {}
-    return [f"{k}: saved {saved[k]!r}, now {v!r}" for k, v in settings.items() if k in saved and saved[k] != v]
+    return [f"{k}: saved {saved[k]!r}, now {v!r}" for k, v in settings.items()
+            if k in saved and _comparable(saved[k]) != _comparable(v)]
+
+
+def _comparable(value: Any) -> Any:
+    """A setting as compared on resume. Checkpoints written before commit 2026-11-30 named a partial
+    objective by its repr, with a memory address ("functools.partial(<function m_dreg_stratified at
+    0x7f...>, gradient='dreg')") that differs in every process: read it as ``m_dreg_stratified(gradient='dreg')``."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"functools\.partial\(<function (\w+) at 0x[0-9a-f]+>(?:, (.*))?\)", value)
+        if m:
+            return f"{m.group(1)}({m.group(2) or ''})"
+    return value
 
 
 # -------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ training 1, saving, loading and training 1 more.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -366,7 +367,9 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
         """The training settings a checkpoint records (compared, with a warning, on :meth:`load`)."""
-        def name(f: Any) -> str:
+        def name(f: Any) -> str:   # stable across processes: a partial by its function and keywords
+            if isinstance(f, functools.partial):
+                return f"{name(f.func)}({', '.join(f'{k}={v!r}' for k, v in f.keywords.items())})"
             return str(getattr(f, "__name__", f))
         return {"objective": name(self.objective), "K": self.K, "eval_objective": name(self.eval_objective),
                 "eval_K": self.eval_K, "batch_size": self.batch_size, "seed": self.seed, "lr": self.lr,

@@ -421,3 +421,19 @@ def test_encoders_that_do_not_declare_float_input_take_any_dtype():
     assert loc.shape == (3, 2)
     with pytest.raises(ValueError, match=r"Tokens: expected input of shape \(\*batch, 4\)"):
         Tokens()(torch.randint(10, (3, 5)))
+
+
+def test_a_partial_objective_is_named_the_same_in_every_process():
+    """Resuming compares the saved training settings; a partial objective (DReG) must not differ from
+    itself because its repr carries a memory address (checkpoints written before carry one)."""
+    from mmvae_lite.checkpoint import training_differences
+    from mmvae_lite.objectives import get_objective
+    tr = Trainer(make_tiny_mm(), get_objective("m_dreg_stratified", "dreg"), device="cpu", progress=False,
+                 verbose=False)
+    now = tr.settings()
+    assert now["objective"] == "m_dreg_stratified(gradient='dreg')"
+    legacy = dict(now, objective="functools.partial(<function m_dreg_stratified at 0x7f22cac46160>, gradient='dreg')")
+    assert training_differences({"trainer": legacy}, now) == []
+    other = dict(now, objective="functools.partial(<function m_dreg_stratified at 0x7f22cac46160>, gradient='stl')")
+    assert training_differences({"trainer": other}, now) == [
+        f"objective: saved {other['objective']!r}, now \"m_dreg_stratified(gradient='dreg')\""]
