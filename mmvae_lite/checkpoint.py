@@ -244,9 +244,9 @@ def training_differences(state: Mapping[str, Any], settings: Mapping[str, Any]) 
 
 
 def _comparable(value: Any) -> Any:
-    """A setting as compared on resume. Checkpoints written before commit 2026-11-30 named a partial
-    objective by its repr, with a memory address ("functools.partial(<function m_dreg_stratified at
-    0x7f...>, gradient='dreg')") that differs in every process: read it as ``m_dreg_stratified(gradient='dreg')``."""
+    """A setting as compared on resume. Older checkpoints name a partial objective by its repr, with a
+    memory address that differs in every process ("functools.partial(<function m_dreg_stratified at
+    0x7f...>, gradient='dreg')"): read as ``m_dreg_stratified(gradient='dreg')``, today's name."""
     if isinstance(value, str):
         m = re.fullmatch(r"functools\.partial\(<function (\w+) at 0x[0-9a-f]+>(?:, (.*))?\)", value)
         if m:
