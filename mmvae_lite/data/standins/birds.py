@@ -7,8 +7,10 @@ Drawing uses broadcast ellipse/half-plane masks.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
@@ -305,6 +307,13 @@ _PART_NOUNS = {"crown_color": r"crown", "wing_color": r"wings", "belly_color": r
                "back_color": r"back", "bill_color": r"(?:bill|beak)"}
 
 
+@functools.lru_cache(maxsize=1)
+def _claim_patterns() -> dict[str, "re.Pattern[str]"]:
+    """One compiled pattern per part: any colour word of the grammar right before the part's noun."""
+    words = sorted(set(_COLOUR_NAMES).union(*(BIRD_ATTRIBUTES[a] for a in _PART_NOUNS)), key=len, reverse=True)
+    return {attr: re.compile(r"\b(" + "|".join(words) + r") " + noun + r"\b") for attr, noun in _PART_NOUNS.items()}
+
+
 def claimed_attributes(text: str) -> dict[str, int]:
     """The part colours a stand-in caption names: ``{attribute: value index}`` (indices into
     :data:`BIRD_ATTRIBUTES`). The inverse of the caption grammar for the colours, the attributes a
@@ -314,12 +323,9 @@ def claimed_attributes(text: str) -> dict[str, int]:
     named with two different colours ("a red crown, a blue crown") is read as the value ``-1``: a
     claim that is wrong for every image, so that such captions cannot score as describing one.
     """
-    import re
-
-    words = sorted(set(_COLOUR_NAMES).union(*(BIRD_ATTRIBUTES[a] for a in _PART_NOUNS)), key=len, reverse=True)
     out = {}
-    for attr, noun in _PART_NOUNS.items():
-        named = {m.group(1) for m in re.finditer(r"\b(" + "|".join(words) + r") " + noun + r"\b", text)}
+    for attr, pattern in _claim_patterns().items():
+        named = {m.group(1) for m in pattern.finditer(text)}
         if named:
             values = BIRD_ATTRIBUTES[attr]
             (colour,) = named if len(named) == 1 else (None,)
