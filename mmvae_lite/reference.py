@@ -271,12 +271,25 @@ def check_captions(model: torch.nn.Module, test: Any, *, n: int = 500) -> dict[s
     return {k: round(float(got[k]), 4) for k in ("described", "with_claims", "claim_accuracy")}
 
 
-def recheck(model: torch.nn.Module, *, root: Optional[PathLike] = None) -> dict[str, float]:
+def _standin_mode(record: Optional[dict[str, Any]]) -> str:
+    """The stand-in policy that loads the data a model was evaluated on at export (``record["data"]``:
+    field -> ``"real"``/``"standin"``): a model measured on stand-in SVHN is re-checked on the stand-in
+    even where the real files exist, and one measured on real data never silently on a stand-in."""
+    kinds = set((record or {}).get("data", {}).values())
+    if not kinds:
+        return "auto"   # records written before the data were recorded
+    return "always" if "standin" in kinds else "never"
+
+
+def recheck(model: torch.nn.Module, *, root: Optional[PathLike] = None,
+            record: Optional[dict[str, Any]] = None) -> dict[str, float]:
     """Re-compute a shipped model's ``check`` (its experiment's deterministic numbers) on the test
-    data found in ``root``: coherence on MNIST-SVHN, caption scores on the CUB stand-in."""
+    data found in ``root``: coherence on MNIST-SVHN, caption scores on the CUB stand-in. With the
+    model's ``record`` (:func:`pretrained_record`), the same data (real or stand-in) as at export."""
     from .data import experiment_data
     cfg: Config = model.config
-    _, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=1), root=root, verbose=False)
+    _, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=1), root=root, verbose=False,
+                                 standin=_standin_mode(record))
     if cfg.experiment == "mnist-svhn":
         return check_coherence(model, test, root=root)
     if cfg.experiment == "cub-features":
@@ -411,6 +424,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     if cfg.experiment == "mnist-svhn":
         from .evaluation import evaluate_mnist_svhn
         train, test, _ = experiment_data(cfg.replace(test_subset=None), root=root, verbose=progress)
+        record["data"] = {k: src.kind for k, src in test.source.items()}   # what recheck must load again
         full = evaluate_mnist_svhn(model, test, train, n_coherence=n_coherence, n_joint=n_joint,
                                    n_likelihood=200, K=100, root=root, progress=progress, verbose=progress)
         half = evaluate_mnist_svhn(_rounded(model, dtype), test, None, n_coherence=n_coherence, n_joint=n_joint,
@@ -433,6 +447,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
         from .evaluation import evaluate_cub, image_caption_scores
         train, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=None), root=root,
                                          verbose=progress)
+        record["data"] = {k: src.kind for k, src in test.source.items()}
         cub = evaluate_cub(model, test, train, n_train=20000, n_test=5000, progress=progress)
         full = image_caption_scores(model, test)
         half = image_caption_scores(_rounded(model, dtype), test)

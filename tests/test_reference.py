@@ -90,13 +90,28 @@ def test_every_shipped_model_loads_and_reproduces_its_recorded_coherence(name):
     assert all(f["bytes"] <= 8 * 2 ** 20 for f in record["files"])
     if SHARED is None and model.config.experiment == "mnist-svhn":
         pytest.skip("needs the real MNIST files (../shared/data or $MMVAE_LITE_DATA)")
-    got = pt.recheck(model, root=SHARED)
+    got = pt.recheck(model, root=SHARED, record=record)
     assert set(got) == set(record["check"])
     for key, want in record["check"].items():
         if want != want:   # NaN: no caption made a claim, then and now
             assert got[key] != got[key], (key, got[key])
             continue
         assert abs(got[key] - want) <= 0.02, (key, got[key], want)
+
+
+def test_recheck_loads_the_data_the_model_was_measured_on():
+    """A model measured on real SVHN is never re-checked on the stand-in (here real SVHN is absent:
+    a clear error instead of a wrong comparison); one measured on the stand-in gets the stand-in."""
+    from test_data import SHARED
+    from mmvae_lite.data.files import DataError
+    if SHARED is None:
+        pytest.skip("needs the real MNIST files (../shared/data or $MMVAE_LITE_DATA)")
+    cfg, model = _tiny_model()
+    model.config = cfg
+    with pytest.raises(DataError, match="SVHN"):
+        pt.recheck(model, root=SHARED, record={"data": {"mnist": "real", "svhn": "real"}})
+    assert pt._standin_mode({"data": {"mnist": "real", "svhn": "standin"}}) == "always"
+    assert pt._standin_mode({}) == "auto"
 
 
 def test_an_installed_package_downloads_and_verifies_the_weights(registry, monkeypatch):
