@@ -297,14 +297,25 @@ def recheck(model: torch.nn.Module, *, root: Optional[PathLike] = None,
     raise PretrainedError(f"no check is defined for {cfg.experiment!r} models")
 
 
-def warm_start_chain(cfg: Config) -> list[dict[str, Any]]:
+def _find_init(init: str, run_dir: Optional[PathLike]) -> Path:
+    """Where ``--init-from init`` is now. The path is stored as typed, relative to the folder ``train``
+    ran from; that folder is the working directory or, when ``run_dir`` is given, one of its parents."""
+    path = Path(init)
+    if path.exists() or path.is_absolute() or run_dir is None:
+        return path
+    return next((p / path for p in Path(run_dir).resolve().parents if (p / path).exists()), path)
+
+
+def warm_start_chain(cfg: Config, run_dir: Optional[PathLike] = None) -> list[dict[str, Any]]:
     """The runs whose weights a run started from (``cfg.init_from``, then theirs...), oldest first:
-    ``{"checkpoint", "command", "epochs", "pairs", "train_seconds", "config"}`` each. Empty for a run from scratch."""
+    ``{"checkpoint", "command", "epochs", "pairs", "train_seconds", "config"}`` each. Empty for a run
+    from scratch. ``run_dir`` (the run's folder) lets relative ``--init-from`` paths be found from
+    another working directory."""
     from .checkpoint import read_checkpoint
     chain: list[dict[str, Any]] = []
     init, seen = cfg.init_from, set()
     while init:
-        path = Path(init)
+        path = _find_init(init, run_dir)
         if path.resolve() in seen:
             raise PretrainedError(f"the runs started from one another in a cycle (--init-from {init} again)")
         seen.add(path.resolve())
@@ -314,7 +325,7 @@ def warm_start_chain(cfg: Config) -> list[dict[str, Any]]:
         state = read_checkpoint(path)
         saved = state.get("config") or {}
         cmd = path.parent / "command.txt"   # the commands that trained it, when its run folder is beside it
-        chain.insert(0, {"checkpoint": str(init), "command": cmd.read_text().strip() if cmd.is_file() else None,
+        chain.insert(0, {"checkpoint": str(init), "path": str(path), "command": cmd.read_text().strip() if cmd.is_file() else None,
                          "epochs": int(state["epoch"]),
                          "pairs": _pairs(int(state["epoch"]), saved.get("train_subset")),
                          "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1), "config": saved})
@@ -353,10 +364,10 @@ def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, ro
         if cfg.experiment != "mnist-svhn":
             raise PretrainedError("coherence_curve needs an mnist-svhn run")
         if offset is None:
-            chain = warm_start_chain(cfg)
+            chain = warm_start_chain(cfg, run_dir)
             offset = {"seconds": sum(c["train_seconds"] for c in chain), "pairs": _total(c["pairs"] for c in chain)}
             if chain:   # the earlier run's snapshots up to the one this run started from
-                rows = [r for r in coherence_curve(Path(chain[-1]["checkpoint"]).parent, n=n, n_joint=n_joint,
+                rows = [r for r in coherence_curve(Path(chain[-1]["path"]).parent, n=n, n_joint=n_joint,
                                                    root=root, progress=progress) if r["epoch"] <= chain[-1]["epochs"]]
         if test is None:
             _, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=1), root=root, verbose=False)
@@ -406,7 +417,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
                               "epochs": int(state["epoch"]), "steps": int(state["step"]),
                               "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1),
                               "history": state["history"], "export_command": command or " ".join(sys.argv)}
-    chain = warm_start_chain(cfg)
+    chain = warm_start_chain(cfg, run_dir)
     if chain:   # a warm start: the training its weights had before this run counts too
         record["warm_started_from"] = chain
         record["train_seconds_total"] = round(record["train_seconds"] + sum(c["train_seconds"] for c in chain), 1)

@@ -156,7 +156,7 @@ def test_cli_refuses_a_second_run_and_resumes_for_more_epochs(tmp_path, capsys):
 def test_warm_start_takes_the_weights_and_new_settings_and_counts_the_earlier_training(tmp_path, capsys):
     from mmvae_lite.checkpoint import read_checkpoint
     from mmvae_lite.config import Config
-    from mmvae_lite.reference import warm_start_chain
+    from mmvae_lite.reference import PretrainedError, warm_start_chain
     base = ["train", "mnist", "--preset", "quick", "--epochs", "1", "--train-subset", "128", "--test-subset", "32",
             "--data-root", str(SHARED), "--out", str(tmp_path), "--no-progress", "--no-eval"]
     assert main(base) == 0
@@ -177,6 +177,11 @@ def test_warm_start_takes_the_weights_and_new_settings_and_counts_the_earlier_tr
     assert chain["epochs"] == 1 and chain["pairs"] == 128
     assert chain["train_seconds"] == round(sum(r["seconds"] for r in before["history"]), 1)
     assert chain["command"].startswith("python -m mmvae_lite " + " ".join(base))
+    # a relative --init-from (as typed in the folder train ran from) is found from the run folder
+    rel = cfg.replace(init_from=str(first.relative_to(tmp_path)))
+    with pytest.raises(PretrainedError, match="not here"):
+        warm_start_chain(rel)
+    assert warm_start_chain(rel, warm)[0]["path"] == str(first)
     # a checkpoint of another experiment is refused before anything is trained, naming both
     before["config"]["experiment"] = "svhn"
     torch.save(before, tmp_path / "svhn.pt")
