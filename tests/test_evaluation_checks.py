@@ -221,6 +221,21 @@ def test_cross_coherence_classifies_all_sources_in_one_call_per_target(tiny_mm):
     assert c["a"].calls == [100, 100, 50]
 
 
+def test_joint_coherence_of_given_latents_is_the_agreement_of_their_decoded_digits(tiny_mm):
+    from mmvae_lite.evaluation.latent import decoded_mean
+    L = tiny_mm.prior().mean.shape[-1]
+    z = torch.randn(70, L, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        digits = [decoded_mean(tiny_mm, t, z)[..., :2].argmax(-1) for t in ("a", "b")]  # Readout's argmax
+    want = float((digits[0] == digits[1]).float().mean())
+    c = clfs()
+    assert ev.joint_coherence(tiny_mm, c, n=5, latents=z, batch_size=32) == pytest.approx(want)
+    assert c["a"].calls == [32, 32, 6]                            # all 70 latents, n ignored
+    assert 0 < want < 1                                           # the check compares something
+    with pytest.raises(ValueError, match=rf"latents must be a tensor of shape \(N, {L}\)"):
+        ev.joint_coherence(tiny_mm, clfs(), latents=z[:, :-1])
+
+
 def test_coherence_progress_bars(tiny_mm, capsys):
     b, y = labelled(50)
     quiet = ev.coherence(tiny_mm, b, clfs(), labels=y, n_joint=40)

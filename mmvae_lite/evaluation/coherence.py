@@ -89,26 +89,37 @@ def cross_coherence(model: MultimodalVAE, data: Any, classifiers: Mapping[str, n
 
 
 def joint_coherence(model: MultimodalVAE, classifiers: Mapping[str, nn.Module], n: int = 10000, *,
-                    batch_size: int = 1000, seed: Optional[int] = 0, progress: bool = False) -> float:
+                    batch_size: int = 1000, seed: Optional[int] = 0, progress: bool = False,
+                    latents: Optional[torch.Tensor] = None) -> float:
     """Fraction of prior samples z ~ p(z) for which the digits predicted from every decoded modality agree.
 
     ``n`` prior samples in batches of ``batch_size``; ``progress`` shows a bar counted in samples.
+    ``latents`` (N, L) decodes these instead of prior samples (``n`` is then ignored): e.g. samples of
+    the experts' posteriors on test data (the aggregate posterior), which separates how much joint
+    coherence is lost to prior samples that fall where no posterior puts mass from how much is lost
+    to decoders that disagree even on latents they were trained on.
     """
     model = require_multimodal(model, "joint_coherence", _WHY)
     names = _targets(model, classifiers, "joint_coherence")
     if len(names) < 2:
         raise ValueError(f"joint_coherence needs classifiers for at least 2 of the model's modalities "
                          f"{model.names}, got {sorted(classifiers)}")
-    n = check_int(n, "n")
     batch_size = check_int(batch_size, "batch_size")
     dev = device_of(model)
+    if latents is not None:
+        L = model.prior().mean.shape[-1]
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 2 or latents.shape[-1] != L or not len(latents):
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"latents must be a tensor of shape (N, {L}) with N >= 1, got {got}")
+        n = len(latents)
+    n = check_int(n, "n")
     agree = torch.zeros((), dtype=torch.long, device=dev)
     with Progress(progress, n, "joint coherence", unit="z") as bar, \
             evaluation_mode(model, *classifiers.values()), seeded(seed, dev):
         prior = model.prior()
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
-            z = prior.sample((m,))
+            z = prior.sample((m,)) if latents is None else latents[start:start + m].to(dev)
             preds = torch.stack([predictions(classifiers[t], decoded_mean(model, t, z), _chunk(batch_size),
                                              len(model.modalities[t].event_shape)).to(dev) for t in names])
             agree += (preds == preds[:1]).all(0).sum()
