@@ -325,7 +325,7 @@ def warm_start_chain(cfg: Config, run_dir: Optional[PathLike] = None) -> list[di
         state = read_checkpoint(path)
         saved = state.get("config") or {}
         cmd = path.parent / "command.txt"   # the commands that trained it, when its run folder is beside it
-        chain.insert(0, {"checkpoint": str(init), "path": str(path), "command": cmd.read_text().strip() if cmd.is_file() else None,
+        chain.insert(0, {"checkpoint": str(init), "command": cmd.read_text().strip() if cmd.is_file() else None,
                          "epochs": int(state["epoch"]),
                          "pairs": _pairs(int(state["epoch"]), saved.get("train_subset")),
                          "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1), "config": saved})
@@ -367,8 +367,9 @@ def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, ro
             chain = warm_start_chain(cfg, run_dir)
             offset = {"seconds": sum(c["train_seconds"] for c in chain), "pairs": _total(c["pairs"] for c in chain)}
             if chain:   # the earlier run's snapshots up to the one this run started from
-                rows = [r for r in coherence_curve(Path(chain[-1]["path"]).parent, n=n, n_joint=n_joint,
-                                                   root=root, progress=progress) if r["epoch"] <= chain[-1]["epochs"]]
+                earlier = _find_init(chain[-1]["checkpoint"], run_dir).parent
+                rows = [r for r in coherence_curve(earlier, n=n, n_joint=n_joint, root=root, progress=progress)
+                        if r["epoch"] <= chain[-1]["epochs"]]
         if test is None:
             _, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=1), root=root, verbose=False)
             clfs = {m: get_digit_classifier(m, root, progress=progress, verbose=False) for m in ("mnist", "svhn")}

@@ -134,3 +134,28 @@ def test_an_installed_package_downloads_and_verifies_the_weights(registry, monke
             ml.pretrained("tiny", root=registry / "data", progress=False)
     assert not (registry / "data" / "pretrained" / "tiny" / "weights.pt").exists()
     assert set(loaded.state_dict()) == set(model.state_dict())
+
+
+def test_the_time_to_coherence_curve_of_a_warm_started_run_counts_the_earlier_stage(tmp_path, monkeypatch):
+    """Two stages (the second from the first's epoch-1 snapshot, by a relative --init-from), then the
+    curve measured from another working directory: the earlier stage's snapshots up to the one the
+    second started from come first, and its seconds and pairs are added to the second's."""
+    from pathlib import Path
+    from mmvae_lite.cli import main
+    from test_data import SHARED
+    if SHARED is None:
+        pytest.skip("needs the real MNIST files (../shared/data or $MMVAE_LITE_DATA)")
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "mnist-svhn", "--preset", "quick", "--train-subset", "64", "--test-subset", "32",
+            "--data-root", str(SHARED), "--out", "runs", "--no-progress", "--no-eval", "--snapshots"]
+    assert main(base + ["--epochs", "2"]) == 0
+    first = Path("runs/mnist-svhn-mmvae-quick-n64-t32")
+    assert main(base + ["--epochs", "1", "--K", "2", "--init-from", str(first / "epoch01.pt")]) == 0
+    warm = tmp_path / "runs" / "mnist-svhn-mmvae-quick-K2-n64-t32-warm"
+    monkeypatch.chdir(warm)
+    rows = pt.coherence_curve(warm, n=40, n_joint=40, root=SHARED)
+    assert [(r["run"], r["epoch"], r["K"]) for r in rows] == [(first.name, 1, 1), (warm.name, 1, 2)]
+    assert [r["pairs_seen"] for r in rows] == [64, 128]
+    second = json.loads((warm / "history.json").read_text())[0]["seconds"]
+    assert rows[1]["train_seconds"] == pytest.approx(rows[0]["train_seconds"] + second, abs=0.2)
+    assert all(0 <= r[k] <= 1 for r in rows for k in ("joint", "mnist->svhn", "svhn->mnist"))
