@@ -22,12 +22,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import torch
 
 from .config import Config, build_model
 from .data.files import digest
+
+if TYPE_CHECKING:
+    from .data import Vocab
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -173,6 +176,18 @@ def pretrained_config(name: str, **kwargs: Any) -> Config:
     return load_weights(locate(name, **kwargs))[0]
 
 
+def pretrained_vocab(name: str, **kwargs: Any) -> "Vocab":
+    """The caption vocabulary a shipped caption model (CUB) was trained with, verified like its weights.
+
+    Decode its sentences with it (``vocab.decode(ids)``); ``Vocab.check_compatible`` tells whether
+    data built elsewhere index words the same way.
+    """
+    from .data import Vocab
+    if "vocab.json" not in {f.name for f in _files(name)}:
+        raise PretrainedError(f"shipped model {name!r} has no vocabulary: it is not a caption model")
+    return Vocab.load(locate(name, **kwargs) / "vocab.json")
+
+
 def pretrained_record(name: str, **kwargs: Any) -> dict[str, Any]:
     """``metrics.json`` of a shipped model: command, config, history, metrics, commit, times, machine."""
     folder = locate(name, **kwargs)
@@ -201,11 +216,14 @@ def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, to
 
 
 def export(model: torch.nn.Module, cfg: Config, name: str, out: PathLike, *, dtype: torch.dtype = torch.float16,
-           max_file_mb: float = 7.5, record: Optional[dict[str, Any]] = None, register: bool = True) -> list[ShippedFile]:
+           max_file_mb: float = 7.5, record: Optional[dict[str, Any]] = None, register: bool = True,
+           extra_files: Sequence[str] = ()) -> list[ShippedFile]:
     """Write ``model``'s weights to ``out/<name>/weights*.pt`` (``dtype``, files <= ``max_file_mb``).
 
     ``record`` (the CLI's ``metrics.json`` content) is written beside them. With ``register``
-    the files' sha256 are recorded in the package's registry (``mmvae_lite/reference_models.json``).
+    the files' sha256 are recorded in the package's registry (``mmvae_lite/reference_models.json``),
+    with those of ``extra_files``: files the model needs that the caller wrote into ``out/<name>/``
+    first (a caption model's ``vocab.json``), so that they are downloaded and verified with it.
     """
     state = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).cpu().clone()
              for k, v in model.state_dict().items()}
@@ -220,6 +238,10 @@ def export(model: torch.nn.Module, cfg: Config, name: str, out: PathLike, *, dty
         blob = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "name": name, "config": cfg.to_dict(),
                 "dtype": str(dtype).replace("torch.", ""), "state_dict": shard}
         torch.save(blob, folder / fname)
+        shipped.append(ShippedFile(fname, digest(folder / fname, "sha256"), (folder / fname).stat().st_size))
+    for fname in extra_files:
+        if not (folder / fname).is_file():
+            raise FileNotFoundError(f"{folder / fname} (named in extra_files) does not exist: write it before export")
         shipped.append(ShippedFile(fname, digest(folder / fname, "sha256"), (folder / fname).stat().st_size))
     (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
     if record is not None:
@@ -473,12 +495,15 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
         record["captions_float16"] = {k: v for k, v in half.items() if k != "examples"}
         record["float16_max_caption_change_points"] = round(worst, 3)
         record["check"] = check_captions(_rounded(model, dtype), test)
-    shipped = export(model, cfg, name, out, dtype=dtype, record=record)
-    record["files"] = [f.__dict__ for f in shipped]
     folder = Path(out) / name
-    (folder / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
-    if cfg.experiment == "cub-features":
+    extra: tuple[str, ...] = ()
+    if cfg.experiment == "cub-features":   # captions are decoded with it: shipped and verified with the weights
+        folder.mkdir(parents=True, exist_ok=True)
         vocab.save(folder / "vocab.json")
+        extra = ("vocab.json",)
+    shipped = export(model, cfg, name, out, dtype=dtype, record=record, extra_files=extra)
+    record["files"] = [f.__dict__ for f in shipped]
+    (folder / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
     (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     if cfg.experiment == "mnist-svhn":
         from .plotting import plot_cross_generation
@@ -489,4 +514,4 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
 
 
 __all__ = ["pretrained", "available", "locate", "load_weights", "export", "pretrained_config",
-           "pretrained_record", "PretrainedError", "BASE_URL", "coherence_curve", "warm_start_chain", "check_captions", "recheck", "export_run", "check_coherence"]
+           "pretrained_record", "pretrained_vocab", "PretrainedError", "BASE_URL", "coherence_curve", "warm_start_chain", "check_captions", "recheck", "export_run", "check_coherence"]

@@ -72,6 +72,29 @@ def test_a_missing_model_says_what_is_missing_and_how_to_get_it(registry):
         ml.pretrained("nope")
 
 
+def test_a_caption_model_ships_its_vocabulary_verified_like_its_weights(registry):
+    """The vocabulary that decodes a caption model's sentences is registered beside its weights: it
+    loads back equal, a corrupt copy is refused by checksum, a model without one says so."""
+    vocab = ml.data.Vocab([*ml.data.Vocab.SPECIALS, "this", "bird", "has", "a", "red", "crown"])
+    cfg = ml.get_config("cub-features", "quick", latent_dim=4, vocab_size=len(vocab))
+    folder = registry / "results" / "birds"
+    folder.mkdir(parents=True)
+    vocab.save(folder / "vocab.json")
+    files = pt.export(ml.build_model(cfg), cfg, "birds", registry / "results", extra_files=("vocab.json",))
+    assert files[-1].name == "vocab.json" and all(f.name.startswith("weights") for f in files[:-1])
+    assert json.loads(pt.REGISTRY_FILE.read_text())["birds"]["files"][-1]["sha256"] == files[-1].sha256
+    assert pt.pretrained_vocab("birds").fingerprint() == vocab.fingerprint()
+    (folder / "vocab.json").write_text((folder / "vocab.json").read_text().replace("red", "blue"))
+    with pytest.raises(pt.PretrainedError, match=f"vocab.json.*{files[-1].sha256}"):
+        pt.pretrained_vocab("birds")
+    cfg, model = _tiny_model()
+    pt.export(model, cfg, "tiny", registry / "results")
+    with pytest.raises(pt.PretrainedError, match="not a caption model"):
+        pt.pretrained_vocab("tiny")
+    with pytest.raises(FileNotFoundError, match="write it before export"):
+        pt.export(model, cfg, "tiny", registry / "results", extra_files=("vocab.json",))
+
+
 def test_a_file_that_is_not_weights_gives_a_clear_error(tmp_path):
     (tmp_path / "weights.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(pt.PretrainedError, match="not a readable mmvae_lite weights file"):
