@@ -225,24 +225,26 @@ def export(model: torch.nn.Module, cfg: Config, name: str, out: PathLike, *, dty
     with those of ``extra_files``: files the model needs that the caller wrote into ``out/<name>/``
     first (a caption model's ``vocab.json``), so that they are downloaded and verified with it.
     """
+    folder = Path(out) / name
+    missing = [f for f in extra_files if not (folder / f).is_file()]
+    if missing:   # before anything is written: no half-exported folder
+        raise FileNotFoundError(f"{[str(folder / f) for f in missing]} (named in extra_files) do not exist: "
+                                f"write them before export")
     state = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).cpu().clone()
              for k, v in model.state_dict().items()}
     shards = _shards(state, int(max_file_mb * 2 ** 20))
-    folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("weights*.pt"):
         old.unlink()
-    shipped = []
+    names: list[str] = []
     for i, shard in enumerate(shards):
         fname = "weights.pt" if len(shards) == 1 else f"weights-{i + 1:02d}-of-{len(shards):02d}.pt"
         blob = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "name": name, "config": cfg.to_dict(),
                 "dtype": str(dtype).replace("torch.", ""), "state_dict": shard}
         torch.save(blob, folder / fname)
-        shipped.append(ShippedFile(fname, digest(folder / fname, "sha256"), (folder / fname).stat().st_size))
-    for fname in extra_files:
-        if not (folder / fname).is_file():
-            raise FileNotFoundError(f"{folder / fname} (named in extra_files) does not exist: write it before export")
-        shipped.append(ShippedFile(fname, digest(folder / fname, "sha256"), (folder / fname).stat().st_size))
+        names.append(fname)
+    shipped = [ShippedFile(f, digest(folder / f, "sha256"), (folder / f).stat().st_size)
+               for f in [*names, *extra_files]]
     (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
     if record is not None:
         (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=str) + "\n")

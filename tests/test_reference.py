@@ -91,7 +91,7 @@ def test_a_caption_model_ships_its_vocabulary_verified_like_its_weights(registry
     pt.export(model, cfg, "tiny", registry / "results")
     with pytest.raises(pt.PretrainedError, match="not a caption model"):
         pt.pretrained_vocab("tiny")
-    with pytest.raises(FileNotFoundError, match="write it before export"):
+    with pytest.raises(FileNotFoundError, match="write them before export"):
         pt.export(model, cfg, "tiny", registry / "results", extra_files=("vocab.json",))
 
 
