@@ -314,10 +314,11 @@ def recheck(model: torch.nn.Module, *, root: Optional[PathLike] = None,
     cfg: Config = model.config
     _, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=1), root=root, verbose=False,
                                  standin=_standin_mode(record))
+    n = int((record or {}).get("check_n", 1000 if cfg.experiment == "mnist-svhn" else 500))
     if cfg.experiment == "mnist-svhn":
-        return check_coherence(model, test, root=root)
+        return check_coherence(model, test, n=n, root=root)
     if cfg.experiment == "cub-features":
-        return check_captions(model, test)
+        return check_captions(model, test, n=n)
     raise PretrainedError(f"no check is defined for {cfg.experiment!r} models")
 
 
@@ -421,7 +422,8 @@ def _machine() -> str:
 
 def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coherence: int = 5000,
                n_joint: int = 5000, root: Optional[PathLike] = None, command: Optional[str] = None,
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool = True, check_n: Optional[int] = None,
+               evaluation: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Evaluate a finished CLI run and ship it as ``out/<name>/`` (the reference models' path).
 
     MNIST-SVHN: coherence on ``n_coherence`` test pairs with the float32 weights and with the
@@ -432,6 +434,12 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     CCA coherence (Table 4) and the scores of the captions written for every test image
     (:func:`mmvae_lite.evaluation.image_caption_scores`), float16 when they move by at most 0.5
     points.
+
+    ``check_n``: the test pairs (CUB: images) of the deterministic check that the shipped model's
+    test re-computes (``metrics.json["check"]``, its size in ``["check_n"]``; default 1000 pairs,
+    500 images) and of each point of the time-to-coherence curve. ``evaluation``: keyword arguments that override the sizes of the
+    experiment's tables (:func:`~mmvae_lite.evaluation.evaluate_mnist_svhn`,
+    :func:`~mmvae_lite.evaluation.evaluate_cub`), e.g. for a small export in a test.
     """
     import subprocess
     import sys
@@ -457,12 +465,15 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     record["machine"] = _machine()
     record["torch"] = torch.__version__
     dtype = torch.float16
+    check_n = int(check_n or (1000 if cfg.experiment == "mnist-svhn" else 500))
+    record["check_n"] = check_n
     if cfg.experiment == "mnist-svhn":
         from .evaluation import evaluate_mnist_svhn
         train, test, _ = experiment_data(cfg.replace(test_subset=None), root=root, verbose=progress)
         record["data"] = {k: src.kind for k, src in test.source.items()}   # what recheck must load again
+        sizes = dict(dict(n_likelihood=200, K=100), **(evaluation or {}))
         full = evaluate_mnist_svhn(model, test, train, n_coherence=n_coherence, n_joint=n_joint,
-                                   n_likelihood=200, K=100, root=root, progress=progress, verbose=progress)
+                                   root=root, progress=progress, verbose=progress, **sizes)
         half = evaluate_mnist_svhn(_rounded(model, dtype), test, None, n_coherence=n_coherence, n_joint=n_joint,
                                    likelihoods=False, root=root, progress=False, verbose=False)
         c32 = full["coherence"].iloc[0].to_dict()
@@ -475,16 +486,18 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
         record["coherence_float16"] = c16
         record["float16_max_coherence_change_points"] = round(worst, 3)
         record["n_coherence"], record["n_joint"] = n_coherence, n_joint
-        record["check"] = check_coherence(_rounded(model, dtype), test, root=root)
+        record["check"] = check_coherence(_rounded(model, dtype), test, n=check_n, root=root)
         if any(Path(run_dir).glob("epoch*.pt")):
-            record["time_to_coherence"] = coherence_curve(run_dir, root=root, progress=False)
+            record["time_to_coherence"] = coherence_curve(run_dir, n=check_n, n_joint=check_n, root=root,
+                                                          progress=False)
     elif cfg.experiment == "cub-features":
         from .cli import flat_table
         from .evaluation import evaluate_cub, image_caption_scores
         train, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=None), root=root,
                                          verbose=progress)
         record["data"] = {k: src.kind for k, src in test.source.items()}
-        cub = evaluate_cub(model, test, train, n_train=20000, n_test=5000, progress=progress)
+        cub = evaluate_cub(model, test, train, progress=progress, **dict(dict(n_train=20000, n_test=5000),
+                                                                         **(evaluation or {})))
         full = image_caption_scores(model, test)
         half = image_caption_scores(_rounded(model, dtype), test)
         worst = max(abs(full[k] - half[k]) for k in ("described", "with_claims")) * 100
@@ -496,7 +509,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
         vocab = train.vocab
         record["captions_float16"] = {k: v for k, v in half.items() if k != "examples"}
         record["float16_max_caption_change_points"] = round(worst, 3)
-        record["check"] = check_captions(_rounded(model, dtype), test)
+        record["check"] = check_captions(_rounded(model, dtype), test, n=check_n)
     folder = Path(out) / name
     extra: tuple[str, ...] = ()
     if cfg.experiment == "cub-features":   # captions are decoded with it: shipped and verified with the weights

@@ -182,3 +182,34 @@ def test_the_time_to_coherence_curve_of_a_warm_started_run_counts_the_earlier_st
     second = json.loads((warm / "history.json").read_text())[0]["seconds"]
     assert rows[1]["train_seconds"] == pytest.approx(rows[0]["train_seconds"] + second, abs=0.2)
     assert all(0 <= r[k] <= 1 for r in rows for k in ("joint", "mnist->svhn", "svhn->mnist"))
+
+
+def test_export_run_ships_a_trained_run_that_loads_and_rechecks_to_its_record(registry, monkeypatch):
+    """`train` then `export_run` at small sizes: the folder holds what results/README promises, the
+    record names the command and the check's size, float16 is chosen only within 0.5 points, and the
+    shipped weights, loaded through the registry, re-compute the recorded check exactly."""
+    from pathlib import Path
+    from mmvae_lite.cli import main
+    from test_data import SHARED
+    if SHARED is None:
+        pytest.skip("needs the real MNIST files (../shared/data or $MMVAE_LITE_DATA)")
+    monkeypatch.chdir(registry)
+    assert main(["train", "mnist-svhn", "--preset", "quick", "--train-subset", "64", "--test-subset", "32",
+                 "--epochs", "1", "--data-root", str(SHARED), "--out", "runs", "--no-progress", "--no-eval",
+                 "--snapshots"]) == 0
+    run = Path("runs/mnist-svhn-mmvae-quick-n64-t32")
+    record = pt.export_run(run, "tiny", registry / "results", n_coherence=40, n_joint=40, check_n=40,
+                           root=SHARED, progress=False,
+                           evaluation=dict(quick=True, n_probe_train=64, n_probe_test=40, n_likelihood=4, K=3))
+    folder = registry / "results" / "tiny"
+    assert {"weights.pt", "config.json", "history.json", "metrics.json", "cross_generation.png"} <= {
+        p.name for p in folder.iterdir()}
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["check_n"] == 40 and saved["epochs"] == 1
+    assert "train mnist-svhn --preset quick" in saved["command"]
+    assert [r["epoch"] for r in saved["time_to_coherence"]] == [1]
+    assert set(saved["metrics"]) >= {"coherence", "latent_accuracy", "likelihoods"}
+    half = saved["float16_max_coherence_change_points"] <= 0.5
+    assert torch.load(folder / "weights.pt", weights_only=False)["dtype"] == ("float16" if half else "float32")
+    model = ml.pretrained("tiny", download=False)
+    assert pt.recheck(model, root=SHARED, record=saved) == pytest.approx(saved["check"], abs=1e-4)
