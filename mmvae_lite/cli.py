@@ -291,27 +291,10 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plain(v):
-    """A JSON-friendly scalar: numbers as float (NaN as None), anything else unchanged."""
-    if v is None or isinstance(v, str):
-        return v
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return None if f != f else f
-
-
-def flat_table(df) -> dict:
-    """A one-row DataFrame as ``{column: value}``; a table as ``{"row/column": value}``."""
-    if len(df) == 1:
-        return {str(k): _plain(v) for k, v in df.iloc[0].to_dict().items()}
-    return {f"{i}/{k}": _plain(v) for i, row in df.to_dict(orient="index").items() for k, v in row.items()}
-
-
 def evaluate_run(model, cfg: Config, train, test, *, progress: bool = True, root=None):
     """The paper's tables for a trained model (quick sizes for the quick preset) and a sample figure."""
     from . import evaluation, plotting
+    from .evaluation.reports import flat_table
     quick = cfg.preset != "paper"
     if cfg.experiment == "mnist-svhn":
         out = evaluation.evaluate_mnist_svhn(model, test, train, quick=quick, root=root, progress=progress)

@@ -51,7 +51,7 @@ def test_tables_flatten_to_json_values():
 
     import pandas as pd
 
-    from mmvae_lite.cli import flat_table as _flat
+    from mmvae_lite.evaluation.reports import flat_table as _flat
     one = pd.DataFrame([{"joint": 0.25, "mnist->svhn": float("nan")}], index=["model"])
     assert _flat(one) == {"joint": 0.25, "mnist->svhn": None}
     clfs = pd.DataFrame({"source": ["real", "standin"], "test_accuracy": [0.987, None]}, index=["mnist", "svhn"])

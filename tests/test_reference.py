@@ -8,14 +8,15 @@ import torch
 
 import mmvae_lite as ml
 from mmvae_lite import reference as pt
+from mmvae_lite.reference import registry as shipped
 
 
 @pytest.fixture()
 def registry(tmp_path, monkeypatch):
     """A private registry and an empty checkout results/ so tests never touch the real ones."""
     reg = tmp_path / "reference_models.json"
-    monkeypatch.setattr(pt, "REGISTRY_FILE", reg)
-    monkeypatch.setattr(pt, "checkout_dir", lambda: tmp_path / "results")
+    monkeypatch.setattr(shipped, "REGISTRY_FILE", reg)
+    monkeypatch.setattr(shipped, "checkout_dir", lambda: tmp_path / "results")
     monkeypatch.setenv("MMVAE_LITE_OFFLINE", "1")
     return tmp_path
 
@@ -29,7 +30,7 @@ def test_export_then_load_round_trips_in_float16(registry):
     cfg, model = _tiny_model()
     files = pt.export(model, cfg, "tiny", registry / "results")
     assert [f.name for f in files] == ["weights.pt"]
-    assert json.loads(pt.REGISTRY_FILE.read_text())["tiny"]["files"][0]["sha256"] == files[0].sha256
+    assert json.loads(shipped.REGISTRY_FILE.read_text())["tiny"]["files"][0]["sha256"] == files[0].sha256
     loaded = ml.pretrained("tiny")
     for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2
@@ -82,7 +83,7 @@ def test_a_caption_model_ships_its_vocabulary_verified_like_its_weights(registry
     vocab.save(folder / "vocab.json")
     files = pt.export(ml.build_model(cfg), cfg, "birds", registry / "results", extra_files=("vocab.json",))
     assert files[-1].name == "vocab.json" and all(f.name.startswith("weights") for f in files[:-1])
-    assert json.loads(pt.REGISTRY_FILE.read_text())["birds"]["files"][-1]["sha256"] == files[-1].sha256
+    assert json.loads(shipped.REGISTRY_FILE.read_text())["birds"]["files"][-1]["sha256"] == files[-1].sha256
     assert pt.pretrained_vocab("birds").fingerprint() == vocab.fingerprint()
     (folder / "vocab.json").write_text((folder / "vocab.json").read_text().replace("red", "blue"))
     with pytest.raises(pt.PretrainedError, match=f"vocab.json.*{files[-1].sha256}"):
@@ -133,8 +134,8 @@ def test_recheck_loads_the_data_the_model_was_measured_on():
     model.config = cfg
     with pytest.raises(DataError, match="SVHN"):
         pt.recheck(model, root=SHARED, record={"data": {"mnist": "real", "svhn": "real"}})
-    assert pt._standin_mode({"data": {"mnist": "real", "svhn": "standin"}}) == "always"
-    assert pt._standin_mode({}) == "auto"
+    assert pt.runs._standin_mode({"data": {"mnist": "real", "svhn": "standin"}}) == "always"
+    assert pt.runs._standin_mode({}) == "auto"
 
 
 def test_an_installed_package_downloads_and_verifies_the_weights(registry, monkeypatch):

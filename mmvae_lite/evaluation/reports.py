@@ -22,7 +22,7 @@ from .latent import latent_accuracy
 from .likelihoods import log_likelihoods
 from .runtime import device_of
 
-__all__ = ["evaluate_mnist_svhn", "evaluate_cub"]
+__all__ = ["evaluate_mnist_svhn", "evaluate_cub", "flat_table"]
 
 _DIGITS = ("mnist", "svhn")
 
@@ -166,3 +166,21 @@ def evaluate_cub(model: MultimodalVAE, test_data: Any, train_data: Any, *, embed
     timings["coherence"] = time.perf_counter() - t0
     return {"cca": _one_row(scores), "correlations": pd.Series(cca.correlations, name="correlation"),
             "embedder": embedder, "cca_model": cca, "timings": pd.DataFrame([timings], index=["seconds"])}
+
+
+def _plain(v):
+    """A JSON-friendly scalar: numbers as float (NaN as None), anything else unchanged."""
+    if v is None or isinstance(v, str):
+        return v
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return None if f != f else f
+
+
+def flat_table(df) -> dict:
+    """A one-row DataFrame as ``{column: value}``; a table as ``{"row/column": value}``."""
+    if len(df) == 1:
+        return {str(k): _plain(v) for k, v in df.iloc[0].to_dict().items()}
+    return {f"{i}/{k}": _plain(v) for i, row in df.to_dict(orient="index").items() for k, v in row.items()}

@@ -1,259 +1,18 @@
-"""Shipped reference models: trained by the package's own CLI, stored under ``results/<name>/``.
-
-``ml.pretrained("mnist-svhn-mmvae")`` returns the trained model, ready to evaluate or plot.
-The weights are looked for, in this order,
-
-1. in the checkout the package runs from (``results/<name>/`` beside ``mmvae_lite/``),
-2. in the data directory's cache (``<data dir>/pretrained/<name>/``),
-3. on the project's repository, downloaded into that cache (unless downloads are off),
-
-and every file is checked against the sha256 recorded in the registry before it is read,
-so a truncated or altered file is never loaded. The registry lives inside the package
-(``reference_models.json``) so that a ``pip install``-ed copy without the checkout (Colab) knows what
-to download and how to check it.
-
-:func:`export` turns a finished CLI run folder (``runs/<run>/``) into such a folder: the model's
-weights (float16 by default, split into files of at most ``max_file_mb``), its config, the
-per-epoch history, metrics and the command, and records the files in the registry.
+"""Runs made into shipped models: the time-to-coherence curve of a run's snapshots, the chain of
+warm starts a run's training time includes, the deterministic check a shipped model's test
+re-computes, and :func:`export_run`, which evaluates a finished CLI run and ships it.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import Any, Optional
 
 import torch
 
-from .config import Config, build_model
-from .data.files import digest
-
-if TYPE_CHECKING:
-    from .data import Vocab
-
-PathLike = Union[str, "os.PathLike[str]"]
-
-WEIGHTS_FORMAT = "mmvae_lite/weights"
-WEIGHTS_VERSION = 1
-REGISTRY_FILE = Path(__file__).with_name("reference_models.json")
-#: Where a package installed without the checkout downloads shipped files from
-#: (``<base>/<name>/<file>``); ``$MMVAE_LITE_WEIGHTS_URL`` overrides it (e.g. a mirror).
-BASE_URL = "https://raw.githubusercontent.com/mmvae-lite/mmvae_lite/main/results"
-URL_ENV = "MMVAE_LITE_WEIGHTS_URL"
-
-
-class PretrainedError(RuntimeError):
-    """A shipped model is unknown, missing, or its files do not match their checksums."""
-
-
-@dataclass(frozen=True)
-class ShippedFile:
-    name: str
-    sha256: str
-    bytes: int
-
-
-def _registry() -> dict[str, dict[str, Any]]:
-    if not REGISTRY_FILE.exists():
-        return {}
-    return json.loads(REGISTRY_FILE.read_text())
-
-
-def available() -> list[str]:
-    """Names of the shipped models, e.g. ``["mnist-svhn-mmvae", ...]``."""
-    return sorted(_registry())
-
-
-def _entry(name: str) -> dict[str, Any]:
-    reg = _registry()
-    if name not in reg:
-        raise PretrainedError(f"no shipped model named {name!r}; available: {sorted(reg) or 'none yet'}")
-    return reg[name]
-
-
-def _files(name: str) -> list[ShippedFile]:
-    return [ShippedFile(**f) for f in _entry(name)["files"]]
-
-
-def checkout_dir() -> Path:
-    """``results/`` of the checkout this package runs from (it may not exist)."""
-    return Path(__file__).resolve().parent.parent / "results"
-
-
-def _cache_dir(name: str, root: Optional[PathLike]) -> Path:
-    from .data import data_root
-    return Path(data_root(root)) / "pretrained" / name
-
-
-def _matches(path: Path, f: ShippedFile) -> bool:
-    return path.is_file() and path.stat().st_size == f.bytes and digest(path, "sha256") == f.sha256
-
-
-def locate(name: str, *, root: Optional[PathLike] = None, download: Optional[bool] = None,
-           progress: bool = True) -> Path:
-    """The folder holding ``name``'s verified files: the checkout, the cache, or a fresh download.
-
-    Raises:
-        PretrainedError: naming the missing or corrupt file, its expected sha256 and how to get it.
-    """
-    files = _files(name)
-    candidates = [checkout_dir() / name, _cache_dir(name, root)]
-    bad: list[str] = []
-    for folder in candidates:
-        present = [folder / f.name for f in files]
-        if all(p.is_file() for p in present):
-            wrong = [f for f, p in zip(files, present) if not _matches(p, f)]
-            if not wrong:
-                return folder
-            bad += [f"{folder / f.name} (expected sha256 {f.sha256}, {f.bytes} bytes)" for f in wrong]
-    if bad:
-        raise PretrainedError(f"shipped model {name!r}: file(s) do not match their checksums: {'; '.join(bad)}. "
-                              f"Restore them with `git checkout -- results/{name}` or delete them to re-download.")
-    dest = _cache_dir(name, root)
-    base = os.environ.get(URL_ENV, BASE_URL).rstrip("/")
-    from .data import downloads_enabled, fetch_file
-    if not downloads_enabled(download):
-        raise PretrainedError(
-            f"shipped model {name!r} is not in {candidates[0]} nor {dest}, and downloads are off. Get "
-            + ", ".join(f"{f.name} (sha256 {f.sha256})" for f in files)
-            + f" from {base}/{name}/ into {dest}, or run from a checkout of the repository.")
-    for f in files:
-        try:
-            fetch_file(f"{base}/{name}/{f.name}", dest / f.name, sha256=f.sha256, progress=progress)
-        except Exception as e:  # noqa: BLE001 - re-raised with what to do
-            raise PretrainedError(f"shipped model {name!r}: could not download {f.name} from {base}/{name}/ "
-                                  f"({e}). Run from a checkout of the repository, or set ${URL_ENV} to a "
-                                  f"mirror.") from e
-    return dest
-
-
-def load_weights(folder: PathLike) -> tuple[Config, dict[str, torch.Tensor], dict[str, Any]]:
-    """Config, float32 state_dict and metadata of a weights folder written by :func:`export`."""
-    folder = Path(folder)
-    shards = sorted(folder.glob("weights*.pt"))
-    if not shards:
-        raise PretrainedError(f"no weights*.pt in {folder}")
-    state: dict[str, torch.Tensor] = {}
-    meta: dict[str, Any] = {}
-    for shard in shards:
-        try:
-            blob = torch.load(shard, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - a clear message instead of torch's unpickling hints
-            raise PretrainedError(f"{shard} is not a readable mmvae_lite weights file ({type(e).__name__})") from e
-        if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
-            raise PretrainedError(f"{shard} is not an mmvae_lite weights file (format {WEIGHTS_FORMAT!r} expected)")
-        if int(blob.get("version", -1)) > WEIGHTS_VERSION:
-            raise PretrainedError(f"{shard} has weights format version {blob['version']}; this mmvae_lite reads "
-                                  f"up to {WEIGHTS_VERSION}: upgrade the package")
-        state.update({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
-        meta = {k: v for k, v in blob.items() if k != "state_dict"}
-    cfg = Config(**meta["config"])
-    return cfg, state, meta
-
-
-def pretrained(name: str, *, device: "str | torch.device | None" = "cpu", root: Optional[PathLike] = None,
-               download: Optional[bool] = None, progress: bool = True) -> torch.nn.Module:
-    """A shipped reference model, e.g. ``pretrained("mnist-svhn-mmvae")``, in eval mode.
-
-    Args:
-        name: one of :func:`available`.
-        device: where to put the model (default CPU).
-        root: the data directory whose ``pretrained/`` cache is used (default: the usual rules).
-        download: allow a download when the files are not found locally (default: unless
-            ``$MMVAE_LITE_OFFLINE`` is set).
-    """
-    folder = locate(name, root=root, download=download, progress=progress)
-    cfg, state, _ = load_weights(folder)
-    model = build_model(cfg)
-    model.load_state_dict(state)
-    model.config = cfg
-    return model.to(device).eval()
-
-
-def pretrained_config(name: str, **kwargs: Any) -> Config:
-    """The config a shipped model was trained with (without loading the weights)."""
-    return load_weights(locate(name, **kwargs))[0]
-
-
-def pretrained_vocab(name: str, **kwargs: Any) -> "Vocab":
-    """The caption vocabulary a shipped caption model (CUB) was trained with, verified like its weights.
-
-    Decode its sentences with it (``vocab.decode(ids)``); ``Vocab.check_compatible`` tells whether
-    data built elsewhere index words the same way.
-    """
-    from .data import Vocab
-    if "vocab.json" not in {f.name for f in _files(name)}:
-        raise PretrainedError(f"shipped model {name!r} has no vocabulary: it is not a caption model")
-    return Vocab.load(locate(name, **kwargs) / "vocab.json")
-
-
-def pretrained_record(name: str, **kwargs: Any) -> dict[str, Any]:
-    """``metrics.json`` of a shipped model: command, config, history, metrics, commit, times, machine."""
-    folder = locate(name, **kwargs)
-    path = folder / "metrics.json"
-    if not path.exists():
-        path = checkout_dir() / name / "metrics.json"
-    if not path.exists():
-        raise PretrainedError(f"no metrics.json for {name!r} (looked in {folder})")
-    return json.loads(path.read_text())
-
-
-def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
-    out: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for k, v in state.items():
-        b = v.numel() * v.element_size()
-        if b > max_bytes:
-            raise ValueError(f"tensor {k!r} alone is {b / 2 ** 20:.2f} MiB, over the per-file limit of "
-                             f"{max_bytes / 2 ** 20:.2f} MiB: raise max_file_mb")
-        if out[-1] and size + b > max_bytes:
-            out.append({})
-            size = 0
-        out[-1][k] = v
-        size += b
-    return out
-
-
-def export(model: torch.nn.Module, cfg: Config, name: str, out: PathLike, *, dtype: torch.dtype = torch.float16,
-           max_file_mb: float = 7.5, record: Optional[dict[str, Any]] = None, register: bool = True,
-           extra_files: Sequence[str] = ()) -> list[ShippedFile]:
-    """Write ``model``'s weights to ``out/<name>/weights*.pt`` (``dtype``, files <= ``max_file_mb``).
-
-    ``record`` (the CLI's ``metrics.json`` content) is written beside them. With ``register``
-    the files' sha256 are recorded in the package's registry (``mmvae_lite/reference_models.json``),
-    with those of ``extra_files``: files the model needs that the caller wrote into ``out/<name>/``
-    first (a caption model's ``vocab.json``), so that they are downloaded and verified with it.
-    """
-    folder = Path(out) / name
-    missing = [f for f in extra_files if not (folder / f).is_file()]
-    if missing:   # before anything is written: no half-exported folder
-        raise FileNotFoundError(f"{[str(folder / f) for f in missing]} (named in extra_files) do not exist: "
-                                f"write them before export")
-    state = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).cpu().clone()
-             for k, v in model.state_dict().items()}
-    shards = _shards(state, int(max_file_mb * 2 ** 20))
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("weights*.pt"):
-        old.unlink()
-    names: list[str] = []
-    for i, shard in enumerate(shards):
-        fname = "weights.pt" if len(shards) == 1 else f"weights-{i + 1:02d}-of-{len(shards):02d}.pt"
-        blob = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "name": name, "config": cfg.to_dict(),
-                "dtype": str(dtype).replace("torch.", ""), "state_dict": shard}
-        torch.save(blob, folder / fname)
-        names.append(fname)
-    shipped = [ShippedFile(f, digest(folder / f, "sha256"), (folder / f).stat().st_size)
-               for f in [*names, *extra_files]]
-    (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
-    if record is not None:
-        (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    if register:
-        reg = _registry()
-        reg[name] = {"files": [f.__dict__ for f in shipped], "experiment": cfg.experiment, "model": cfg.model,
-                     "preset": cfg.preset}
-        REGISTRY_FILE.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
-    return shipped
+from ..config import Config, build_model
+from .registry import PathLike, PretrainedError, export
 
 
 def _load_run(checkpoint: Path) -> tuple[Config, torch.nn.Module, dict[str, Any]]:
@@ -281,7 +40,7 @@ def check_coherence(model: torch.nn.Module, test: Any, *, n: int = 1000, root: O
                     ) -> dict[str, float]:
     """Coherence on the first ``n`` test pairs with seed 0: the deterministic number a shipped
     model's test re-computes (``metrics.json["check"]``)."""
-    from .evaluation import coherence, get_digit_classifier
+    from ..evaluation import coherence, get_digit_classifier
     clfs = {m: get_digit_classifier(m, root, progress=False, verbose=False) for m in model.names}
     return {k: round(float(v), 4) for k, v in
             coherence(model, test, clfs, n_joint=n, max_examples=n, seed=0, progress=False).items()}
@@ -290,7 +49,7 @@ def check_coherence(model: torch.nn.Module, test: Any, *, n: int = 1000, root: O
 def check_captions(model: torch.nn.Module, test: Any, *, n: int = 500) -> dict[str, float]:
     """Caption scores of the first ``n`` test images with seed 0 (CUB stand-in): the deterministic
     numbers a shipped CUB model's test re-computes (``metrics.json["check"]``)."""
-    from .evaluation import image_caption_scores
+    from ..evaluation import image_caption_scores
     got = image_caption_scores(model, test, n_images=n, seed=0)
     return {k: round(float(got[k]), 4) for k in ("described", "with_claims", "claim_accuracy")}
 
@@ -310,7 +69,7 @@ def recheck(model: torch.nn.Module, *, root: Optional[PathLike] = None,
     """Re-compute a shipped model's ``check`` (its experiment's deterministic numbers) on the test
     data found in ``root``: coherence on MNIST-SVHN, caption scores on the CUB stand-in. With the
     model's ``record`` (:func:`pretrained_record`), the same data (real or stand-in) as at export."""
-    from .data import experiment_data
+    from ..data import experiment_data
     cfg: Config = model.config
     _, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=1), root=root, verbose=False,
                                  standin=_standin_mode(record))
@@ -336,7 +95,7 @@ def warm_start_chain(cfg: Config, run_dir: Optional[PathLike] = None) -> list[di
     ``{"checkpoint", "command", "epochs", "pairs", "train_seconds", "config"}`` each. Empty for a run
     from scratch. ``run_dir`` (the run's folder) lets relative ``--init-from`` paths be found from
     another working directory."""
-    from .checkpoint import read_checkpoint
+    from ..checkpoint import read_checkpoint
     chain: list[dict[str, Any]] = []
     init, seen = cfg.init_from, set()
     while init:
@@ -378,8 +137,8 @@ def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, ro
     (``--init-from``) counts the seconds and pairs of the runs it started from, and their snapshots
     (when their folders hold ``epochNN.pt``) come first in the curve.
     """
-    from .data import experiment_data
-    from .evaluation import coherence, get_digit_classifier
+    from ..data import experiment_data
+    from ..evaluation import coherence, get_digit_classifier
     snaps = sorted(Path(run_dir).glob("epoch*.pt"))
     rows: list[dict[str, Any]] = []
     test = clfs = None
@@ -443,7 +202,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     """
     import subprocess
     import sys
-    from .data import experiment_data
+    from ..data import experiment_data
     run_dir = Path(run_dir)
     cfg, model, state = _load_run(run_dir / "checkpoint.pt")
     record: dict[str, Any] = {"name": name, "run": run_dir.name, "config": cfg.to_dict(),
@@ -468,7 +227,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     check_n = int(check_n or (1000 if cfg.experiment == "mnist-svhn" else 500))
     record["check_n"] = check_n
     if cfg.experiment == "mnist-svhn":
-        from .evaluation import evaluate_mnist_svhn
+        from ..evaluation import evaluate_mnist_svhn
         train, test, _ = experiment_data(cfg.replace(test_subset=None), root=root, verbose=progress)
         record["data"] = {k: src.kind for k, src in test.source.items()}   # what recheck must load again
         sizes = dict(dict(n_likelihood=200, K=100), **(evaluation or {}))
@@ -480,7 +239,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
         c16 = half["coherence"].iloc[0].to_dict()
         worst = max(abs(c32[k] - c16[k]) for k in c32) * 100
         dtype = torch.float16 if worst <= 0.5 else torch.float32
-        from .cli import flat_table
+        from ..evaluation.reports import flat_table
         record["metrics"] = {k: flat_table(df) for k, df in full.items()
                              if k in ("classifiers", "coherence", "latent_accuracy", "likelihoods")}
         record["coherence_float16"] = c16
@@ -491,8 +250,8 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
             record["time_to_coherence"] = coherence_curve(run_dir, n=check_n, n_joint=check_n, root=root,
                                                           progress=False)
     elif cfg.experiment == "cub-features":
-        from .cli import flat_table
-        from .evaluation import evaluate_cub, image_caption_scores
+        from ..evaluation.reports import flat_table
+        from ..evaluation import evaluate_cub, image_caption_scores
         train, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=None), root=root,
                                          verbose=progress)
         record["data"] = {k: src.kind for k, src in test.source.items()}
@@ -521,12 +280,8 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     (folder / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
     (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     if cfg.experiment == "mnist-svhn":
-        from .plotting import plot_cross_generation
+        from ..plotting import plot_cross_generation
         first = torch.stack([torch.nonzero(test.labels == d)[0, 0] for d in range(10)])   # one pair per digit
         plot_cross_generation(model, test.get_batch(first), n=10, seed=0).savefig(
             folder / "cross_generation.png", bbox_inches="tight")
     return record
-
-
-__all__ = ["pretrained", "available", "locate", "load_weights", "export", "pretrained_config",
-           "pretrained_record", "pretrained_vocab", "PretrainedError", "BASE_URL", "coherence_curve", "warm_start_chain", "check_captions", "recheck", "export_run", "check_coherence"]
