@@ -120,6 +120,14 @@ def settings_differences(saved: dict, cfg: Config) -> list[str]:
             if k in now and k not in RESUME_MAY_CHANGE and saved[k] != now[k]]
 
 
+def _saved_differences(run_dir: Path, cfg: Config) -> list[str]:
+    """What :func:`settings_differences` finds against the folder's ``config.json`` (none if unreadable)."""
+    try:
+        return settings_differences(json.loads((run_dir / "config.json").read_text()), cfg)
+    except (OSError, ValueError):
+        return []
+
+
 def _other_runs(run_dir: Path, cfg: Config) -> str:
     """A hint naming the runs of the same experiment, model and preset in the output folder, and what differs."""
     prefix = f"{cfg.experiment}-{cfg.model}-{cfg.preset}"
@@ -186,6 +194,11 @@ def prepare_run_folder(run_dir: Path, cfg: Config, *, resume: bool, overwrite: b
             except (CheckpointError, OSError):
                 detail = " (an unreadable checkpoint"
             detail += ", finished and evaluated)" if (run_dir / "metrics.json").exists() else ")"
+        differ = _saved_differences(run_dir, cfg)
+        if differ:   # settings the folder name does not spell out (e.g. which --init-from): resume cannot help
+            raise RunFolderError(f"{run_dir} already holds a run{detail} made with other settings: "
+                                 f"{'; '.join(differ)}. Write this one elsewhere with --out DIR, or replace that "
+                                 f"one with --overwrite")
         raise RunFolderError(f"{run_dir} already holds a run{detail}: {', '.join(existing)}. Continue it with --resume "
                              f"(--epochs N to train longer), replace it with --overwrite, or write elsewhere "
                              f"with --out DIR")

@@ -109,6 +109,17 @@ def test_a_run_is_never_overwritten_without_overwrite(tmp_path, capsys):
     assert "overwriting the run" in capsys.readouterr().out
 
 
+def test_a_folder_of_a_run_from_other_weights_says_so_instead_of_offering_resume(tmp_path):
+    """Two warm starts that differ only in --init-from share a folder name (the tag is ``warm``): the
+    second is refused naming the difference, and not sent to --resume, which would refuse it too."""
+    from mmvae_lite.cli import RunFolderError, prepare_run_folder
+    cfg, run = _run_folder(tmp_path, init_from="a/epoch01.pt")
+    with pytest.raises(RunFolderError, match=r"other settings: init_from \(saved 'a/epoch01.pt', now 'b/epoch09.pt'\)"
+                                             r".*--out DIR") as e:
+        prepare_run_folder(run, cfg.replace(init_from="b/epoch09.pt"), resume=False, overwrite=False)
+    assert "--resume" not in str(e.value)
+
+
 def test_resume_refuses_changed_settings_and_a_missing_checkpoint(tmp_path, capsys):
     from mmvae_lite.cli import RunFolderError, prepare_run_folder
     cfg, run = _run_folder(tmp_path, epochs=2)
