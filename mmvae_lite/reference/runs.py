@@ -36,8 +36,13 @@ def _rounded(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     return clone
 
 
-def check_coherence(model: torch.nn.Module, test: Any, *, n: int = 1000, root: Optional[PathLike] = None
-                    ) -> dict[str, float]:
+CHECK_N = {"mnist-svhn": 1000, "cub-features": 500}
+"""Default size of a shipped model's check: test pairs (MNIST-SVHN) or test images (CUB); a record
+that holds ``check_n`` (every export since it was recorded) uses its own."""
+
+
+def check_coherence(model: torch.nn.Module, test: Any, *, n: int = CHECK_N["mnist-svhn"],
+                    root: Optional[PathLike] = None) -> dict[str, float]:
     """Coherence on the first ``n`` test pairs with seed 0: the deterministic number a shipped
     model's test re-computes (``metrics.json["check"]``)."""
     from ..evaluation import coherence, get_digit_classifier
@@ -46,7 +51,7 @@ def check_coherence(model: torch.nn.Module, test: Any, *, n: int = 1000, root: O
             coherence(model, test, clfs, n_joint=n, max_examples=n, seed=0, progress=False).items()}
 
 
-def check_captions(model: torch.nn.Module, test: Any, *, n: int = 500) -> dict[str, float]:
+def check_captions(model: torch.nn.Module, test: Any, *, n: int = CHECK_N["cub-features"]) -> dict[str, float]:
     """Caption scores of the first ``n`` test images with seed 0 (CUB stand-in): the deterministic
     numbers a shipped CUB model's test re-computes (``metrics.json["check"]``)."""
     from ..evaluation import image_caption_scores
@@ -73,7 +78,7 @@ def recheck(model: torch.nn.Module, *, root: Optional[PathLike] = None,
     cfg: Config = model.config
     _, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=1), root=root, verbose=False,
                                  standin=_standin_mode(record))
-    n = int((record or {}).get("check_n", 1000 if cfg.experiment == "mnist-svhn" else 500))
+    n = int((record or {}).get("check_n") or CHECK_N.get(cfg.experiment, 1000))
     if cfg.experiment == "mnist-svhn":
         return check_coherence(model, test, n=n, root=root)
     if cfg.experiment == "cub-features":
@@ -224,7 +229,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     record["machine"] = _machine()
     record["torch"] = torch.__version__
     dtype = torch.float16
-    check_n = int(check_n or (1000 if cfg.experiment == "mnist-svhn" else 500))
+    check_n = int(check_n or CHECK_N.get(cfg.experiment, 1000))
     record["check_n"] = check_n
     if cfg.experiment == "mnist-svhn":
         from ..evaluation import evaluate_mnist_svhn
