@@ -24,7 +24,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 WEIGHTS_FORMAT = "mmvae_lite/weights"
 WEIGHTS_VERSION = 1
-REGISTRY_FILE = Path(__file__).parent.parent / "reference_models.json"
+REGISTRY_FILE = Path(__file__).parents[1] / "reference_models.json"   # mmvae_lite/, shipped as package data
 #: Where a package installed without the checkout downloads shipped files from
 #: (``<base>/<name>/<file>``); ``$MMVAE_LITE_WEIGHTS_URL`` overrides it (e.g. a mirror).
 BASE_URL = "https://raw.githubusercontent.com/mmvae-lite/mmvae_lite/main/results"

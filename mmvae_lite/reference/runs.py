@@ -200,14 +200,16 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     points.
 
     ``check_n``: the test pairs (CUB: images) of the deterministic check that the shipped model's
-    test re-computes (``metrics.json["check"]``, its size in ``["check_n"]``; default 1000 pairs,
-    500 images) and of each point of the time-to-coherence curve. ``evaluation``: keyword arguments that override the sizes of the
-    experiment's tables (:func:`~mmvae_lite.evaluation.evaluate_mnist_svhn`,
-    :func:`~mmvae_lite.evaluation.evaluate_cub`), e.g. for a small export in a test.
+    test re-computes (``metrics.json["check"]``, its size in ``["check_n"]``; default
+    :data:`CHECK_N`) and of each point of the time-to-coherence curve. ``evaluation``: keyword
+    arguments that override the sizes of the experiment's tables
+    (:func:`~mmvae_lite.evaluation.evaluate_mnist_svhn`, :func:`~mmvae_lite.evaluation.evaluate_cub`),
+    e.g. for a small export in a test.
     """
     import subprocess
     import sys
     from ..data import experiment_data
+    from ..evaluation.reports import flat_table
     run_dir = Path(run_dir)
     cfg, model, state = _load_run(run_dir / "checkpoint.pt")
     record: dict[str, Any] = {"name": name, "run": run_dir.name, "config": cfg.to_dict(),
@@ -235,7 +237,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
         from ..evaluation import evaluate_mnist_svhn
         train, test, _ = experiment_data(cfg.replace(test_subset=None), root=root, verbose=progress)
         record["data"] = {k: src.kind for k, src in test.source.items()}   # what recheck must load again
-        sizes = dict(dict(n_likelihood=200, K=100), **(evaluation or {}))
+        sizes = {"n_likelihood": 200, "K": 100, **(evaluation or {})}
         full = evaluate_mnist_svhn(model, test, train, n_coherence=n_coherence, n_joint=n_joint,
                                    root=root, progress=progress, verbose=progress, **sizes)
         half = evaluate_mnist_svhn(_rounded(model, dtype), test, None, n_coherence=n_coherence, n_joint=n_joint,
@@ -244,7 +246,6 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
         c16 = half["coherence"].iloc[0].to_dict()
         worst = max(abs(c32[k] - c16[k]) for k in c32) * 100
         dtype = torch.float16 if worst <= 0.5 else torch.float32
-        from ..evaluation.reports import flat_table
         record["metrics"] = {k: flat_table(df) for k, df in full.items()
                              if k in ("classifiers", "coherence", "latent_accuracy", "likelihoods")}
         record["coherence_float16"] = c16
@@ -255,13 +256,12 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
             record["time_to_coherence"] = coherence_curve(run_dir, n=check_n, n_joint=check_n, root=root,
                                                           progress=False)
     elif cfg.experiment == "cub-features":
-        from ..evaluation.reports import flat_table
         from ..evaluation import evaluate_cub, image_caption_scores
         train, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=None), root=root,
                                          verbose=progress)
         record["data"] = {k: src.kind for k, src in test.source.items()}
-        cub = evaluate_cub(model, test, train, progress=progress, **dict(dict(n_train=20000, n_test=5000),
-                                                                         **(evaluation or {})))
+        cub = evaluate_cub(model, test, train, progress=progress,
+                           **{"n_train": 20000, "n_test": 5000, **(evaluation or {})})
         full = image_caption_scores(model, test)
         half = image_caption_scores(_rounded(model, dtype), test)
         worst = max(abs(full[k] - half[k]) for k in ("described", "with_claims")) * 100
