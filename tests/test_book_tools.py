@@ -70,3 +70,26 @@ def test_build_report_parses_the_printed_header_and_data_banners():
     assert info["preset"] == "quick" and info["device"] == "cpu" and info["torch"] == "2.4.0"
     assert info["data"] == "$MMVAE_LITE_DATA (…/data)"
     assert info["sources"] == ["MNIST train: real", "SVHN train: stand-in"]
+
+
+def test_a_redirect_page_is_inspected_only_once_the_browser_has_landed(tmp_path):
+    """index.html only redirects (meta refresh): the browser check waits for the landing page
+    instead of inspecting a document that is being replaced; an ordinary page does not wait."""
+    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=intro.html" />')
+    (tmp_path / "intro.html").write_text("<html><body>hi</body></html>")
+
+    class Driver:   # lands on the target after three polls
+        polls = 0
+
+        @property
+        def current_url(self):
+            self.polls += 1
+            return "http://127.0.0.1:1/" + ("intro.html" if self.polls > 3 else "index.html")
+
+        def execute_script(self, js):
+            return "complete"
+
+    d = Driver()
+    assert check_book.wait_for_redirect(d, tmp_path, "index.html", timeout=5) == "intro.html"
+    assert d.polls == 4
+    assert check_book.wait_for_redirect(Driver(), tmp_path, "intro.html") is None

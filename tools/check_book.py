@@ -272,9 +272,36 @@ def find_machine_path(text: str) -> str | None:
     return None
 
 
+_REFRESH = re.compile(r"""<meta[^>]*http-equiv=["']?refresh["']?[^>]*content=["'][^"']*url=([^"'>\s]+)""", re.I)
+
+
+def wait_for_redirect(driver, html_dir: Path, rel: str, timeout: float = 10.0) -> str | None:
+    """For a page that only redirects (``<meta http-equiv="Refresh" content="0; url=...">``, as the
+    book's index.html does): wait until the browser has landed on the target, so that the inspection
+    never runs in a document being replaced (that gave "parameter 1 is not of type 'Node'" now and
+    then). Returns the target, or None for an ordinary page."""
+    m = _REFRESH.search((html_dir / rel).read_text(errors="replace")[:4096])
+    if not m:
+        return None
+    target = m.group(1)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if driver.current_url.split("#")[0].endswith("/" + target) and \
+                driver.execute_script("return document.readyState") == "complete":
+            break
+        time.sleep(0.05)
+    return target
+
+
 def inspect_page(driver, base: str, html_dir: Path, rel: str, shots: Path) -> PageReport:
     report, stem, t0 = PageReport(rel), Path(rel).stem, time.perf_counter()
     driver.get(base + rel)
+    target = wait_for_redirect(driver, html_dir, rel)
+    if target is not None:
+        if not (html_dir / Path(rel).parent / target).is_file():
+            report.problems.append(f"redirects to {target}, which is not in the build")
+            return report
+        report.notes.append(f"redirects to {target} (inspected there)")
     info = driver.execute_async_script(INSPECT_JS)
     console = driver.get_log("browser")   # read now, so that this page's messages stay with this page
     if "script_error" in info:
