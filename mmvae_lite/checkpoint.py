@@ -15,7 +15,9 @@ key             value
 ``torch_rng``   the CPU RNG state (``cuda_rng``: the CUDA ones, when CUDA is present)
 ``config``      the run's configuration (``Config.to_dict()`` from the command line; else what was given)
 ``model_info``  :func:`model_info`: class, kind (vae/mmvae/mvae), modalities, event shapes, latent size, family
-``trainer``     the training settings: objective, K, eval objective, eval_K, batch size, seed, lr, amsgrad
+``trainer``     the training settings: objective, K, eval objective, eval_K, batch size, seed, lr, amsgrad,
+                warm-up steps
+``scheduler``   only with a learning-rate warm-up: the ``LinearLR`` scheduler's ``state_dict()``
 ==============  ==============================================================================
 
 Version 0 is the format written before checkpoints carried a version: ``format ==

@@ -28,6 +28,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="Adam learning rate (paper: 1e-3)")
+    p.add_argument("--warmup-steps", type=int,
+                   help="raise the learning rate linearly over this many first steps (paper: 0, none); "
+                        "keeps Adam's first steps from switching off encoder units")
     p.add_argument("--latent-dim", type=int)
     p.add_argument("--train-subset", type=int, help="number of training examples (0: all)")
     p.add_argument("--test-subset", type=int, help="number of test examples (0: all)")
@@ -59,6 +62,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides = {k: v for k, v in dict(model=args.model, objective=args.objective, gradient=args.gradient, K=args.K,
                                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, latent_dim=args.latent_dim,
+                                        warmup_steps=getattr(args, "warmup_steps", None),
                                         scales=args.scales, seed=args.seed, device=args.device).items() if v is not None}
     for name in ("train_subset", "test_subset"):
         v = getattr(args, name)
@@ -78,7 +82,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 #: Config fields that name a run folder when they differ from the preset, and how they are written.
 _RUN_TAGS = (("objective", str), ("gradient", str), ("K", "K{}".format), ("latent_dim", "L{}".format),
-             ("lr", "lr{:g}".format), ("scale_param", str), ("batch_size", "b{}".format), ("seed", "seed{}".format),
+             ("lr", "lr{:g}".format), ("warmup_steps", "wu{}".format), ("scale_param", str),
+             ("batch_size", "b{}".format), ("seed", "seed{}".format),
              ("train_subset", lambda v: f"n{v or 'all'}"), ("test_subset", lambda v: f"t{v or 'all'}"),
              ("bf16", lambda v: "bf16"), ("init_from", lambda v: "warm"))
 
@@ -250,6 +255,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     eval_fn = {"m_dreg_stratified": "m_iwae_stratified", "m_dreg_mixture": "m_iwae_mixture", "dreg": "iwae"}
     trainer = Trainer(model, get_objective(cfg.objective, cfg.gradient), K=cfg.K, lr=cfg.lr, amsgrad=cfg.amsgrad,
+                      warmup_steps=cfg.warmup_steps,
                       batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, bf16=cfg.bf16,
                       eval_objective=get_objective(eval_fn.get(cfg.objective, cfg.objective)), eval_K=cfg.eval_K,
                       progress=not args.no_progress, checkpoint=run_dir / "checkpoint.pt", config=cfg.to_dict(),

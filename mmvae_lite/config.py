@@ -53,6 +53,7 @@ class Config:
     epochs: int = 30
     lr: float = 1e-3
     amsgrad: bool = True
+    warmup_steps: int = 0                     # linear lr warm-up steps (paper: none); see Trainer
     learn_prior: bool = True
     scales: Optional[str] = None              # posterior/prior scale rule: None (the experiment's), "sum_to_d", "softplus"
     llik_scaling: Any = "auto"                # "auto" | None | {modality: weight}
@@ -84,6 +85,8 @@ class Config:
         for name in ("latent_dim", "K", "batch_size", "epochs", "eval_K", "pairing_multiplier"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.warmup_steps) < 0:
+            raise ValueError(f"warmup_steps must be >= 0 (0: no warm-up), got {self.warmup_steps}")
         for name in ("train_subset", "test_subset"):
             v = getattr(self, name)
             if v is not None and int(v) < 1:

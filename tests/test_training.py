@@ -16,11 +16,11 @@ def _data(n=64, seed=0):
             "b": z @ torch.randn(2, 5, generator=g) + 0.1 * torch.randn(n, 5, generator=g)}
 
 
-def _trainer(tmp_path=None, seed=0):
+def _trainer(tmp_path=None, seed=0, **kw):
     model = make_tiny_mm(seed=seed)
     return Trainer(model, O.m_dreg_stratified, K=4, batch_size=16, seed=3, device="cpu", progress=False,
                    verbose=False, checkpoint=None if tmp_path is None else tmp_path / "ckpt.pt",
-                   eval_objective=O.m_iwae_stratified)
+                   eval_objective=O.m_iwae_stratified, **kw)
 
 
 def test_training_improves_the_bound():
@@ -48,6 +48,30 @@ def test_exact_resume(tmp_path):
         torch.testing.assert_close(p, q, msg=f"parameter {n} differs after resume")
     assert a.history.train == pytest.approx(c.history.train)
     assert a.history.test == pytest.approx(c.history.test)
+
+
+def test_warmup_raises_the_learning_rate_linearly_and_resumes_exactly(tmp_path):
+    data, test = _data(), _data(32, seed=9)          # 4 steps per epoch: the warm-up spans 2.5 epochs
+    a = _trainer(lr=1e-2, warmup_steps=10)
+    seen = []
+    for batch in [{k: v[i:i + 16] for k, v in data.items()} for i in range(0, 64, 16)] * 3:
+        seen.append(a.optimizer.param_groups[0]["lr"])
+        a.train_step(batch)
+    assert seen == pytest.approx([1e-2 * (i + 1) / 10 for i in range(10)] + [1e-2, 1e-2])
+    assert a.settings()["warmup_steps"] == 10
+
+    a = _trainer(lr=1e-2, warmup_steps=10)
+    a.fit(data, epochs=4, test=test)
+    b = _trainer(tmp_path, lr=1e-2, warmup_steps=10)
+    b.fit(data, epochs=1, test=test)                  # stops inside the warm-up (step 4 of 10)
+    c = _trainer(seed=123, lr=1e-2, warmup_steps=10).load(tmp_path / "ckpt.pt")
+    assert c.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 5 / 10)
+    c.fit(data, epochs=4, test=test)
+    for (n, p), (_, q) in zip(a.model.state_dict().items(), c.model.state_dict().items()):
+        torch.testing.assert_close(p, q, msg=f"parameter {n} differs after resuming inside the warm-up")
+    assert a.history.train == pytest.approx(c.history.train)
+    with pytest.raises(ValueError, match="warmup_steps must be an integer >= 0"):
+        _trainer(warmup_steps=-1)
 
 
 def test_checkpoint_round_trip_uses_weights_only(tmp_path):
