@@ -540,3 +540,32 @@ def test_caption_attribute_scores_read_the_grammar_and_score_per_image():
     assert contradictory["described"] == 0 and contradictory["claims"] == 1
     with pytest.raises(ValueError, match=r"attributes must be \(N, A\) = \(3, "):
         ev.caption_attribute_scores(mixed, attrs[:2], birds.attribute_names)
+
+
+def test_dead_units_counts_exactly_the_units_that_never_fire():
+    torch.manual_seed(0)
+    model = build_model(get_config("mnist-svhn", "quick"))
+    g = torch.Generator().manual_seed(0)
+    data = {"mnist": torch.rand(64, 1, 28, 28, generator=g), "svhn": torch.rand(64, 3, 32, 32, generator=g)}
+    mnist_hidden = model.modalities["mnist"].encoder.body[1]     # Linear(784, 400) before its ReLU
+    svhn_first = model.modalities["svhn"].encoder.body[0]        # Conv2d(3, 32) before its ReLU
+    keys = [("mnist", "encoder", "body.2"), ("svhn", "encoder", "body.1")]
+
+    def count(bias):
+        with torch.no_grad():
+            mnist_hidden.bias[:10] = bias
+            svhn_first.bias[3] = bias
+        table = ev.dead_units(model, data, batch_size=20)
+        assert set(table.network) == {"encoder", "decoder"} and set(table.modality) == {"mnist", "svhn"}
+        return table.set_index(["modality", "network", "layer"])
+
+    alive, dead = count(1e4), count(-1e4)                # the same units surely firing, then surely not
+    assert alive.loc[keys, "units"].tolist() == [400, 32]
+    assert (dead.loc[keys, "dead"] - alive.loc[keys, "dead"]).tolist() == [10, 1]
+    assert dead.fraction.loc[keys[0]] == pytest.approx(dead.dead.loc[keys[0]] / 400)
+    model.train()
+    ev.dead_units(model, data)
+    assert model.training                              # train/eval flags restored
+    assert not any(m._forward_hooks for m in model.modules())   # no hook left behind
+    with pytest.raises(TypeError, match="VAE or a MultimodalVAE"):
+        ev.dead_units(torch.nn.Linear(2, 2), data)

@@ -23,6 +23,7 @@ function                            module              paper
 :func:`caption_attribute_scores`    ``cub``             stand-in: captions naming their bird's colours
 :func:`image_caption_scores`        ``cub``             stand-in: the same for captions of test images
 :func:`gradient_snr`                ``gradients``       Appendix C: SNR of IWAE / STL / DReG
+:func:`dead_units`                  ``units``           training health: ReLU units that never fire
 :func:`evaluate_mnist_svhn`         ``reports``         Tables 1-3 (and 5) in one call
 :func:`evaluate_cub`                ``reports``         Table 4 in one call
 ==================================  ==================  ===============================================
@@ -38,6 +39,7 @@ from .latent import kl_per_dimension, latent_accuracy, latent_embedding, latent_
 from .likelihoods import likelihood_summary, log_likelihoods
 from .reports import evaluate_cub, evaluate_mnist_svhn
 from .runtime import evaluation_mode
+from .units import dead_units
 
 __all__ = [
     "evaluation_mode", "iterate_examples",
@@ -47,6 +49,6 @@ __all__ = [
     "posterior_features", "latent_accuracy", "kl_per_dimension", "latent_traversals", "latent_embedding",
     "log_likelihoods", "likelihood_summary",
     "SentenceEmbedder", "CCA", "fit_cub_cca", "cub_coherence", "attribute_accuracy", "caption_attribute_scores", "image_caption_scores",
-    "gradient_snr",
+    "gradient_snr", "dead_units",
     "evaluate_mnist_svhn", "evaluate_cub",
 ]
