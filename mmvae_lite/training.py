@@ -129,10 +129,11 @@ class Trainer:
         verbose: print one line per epoch.
         checkpoint: a path; the state is saved there atomically after every epoch.
         warmup_steps: raise the learning rate linearly over the first ``warmup_steps`` steps (step k
-            runs at ``lr * (k + 1) / warmup_steps``) (``torch.optim.lr_scheduler.LinearLR``); 0 (the paper): none.
-            Adam's first steps move every weight by about ``lr`` in the direction of its gradient's
-            sign; on a fresh model or a warm start they switch off (ReLU) a quarter to a half of the
-            encoders' units for good (measured in results/README.md), which a warm-up avoids.
+            runs at ``lr * (k + 1) / warmup_steps``; ``torch.optim.lr_scheduler.LinearLR``); 0, the
+            paper's choice: none. Adam's first steps move every weight by about ``lr`` whatever the
+            size of its gradient; on a fresh model or a warm start they switch off (ReLU) a quarter to
+            a half of the MNIST encoder's units for good, which a warm-up mostly avoids
+            (results/README.md measures it, and :func:`~mmvae_lite.evaluation.dead_units` counts them).
         snapshots: also keep a copy of the checkpoint of every epoch beside it, ``epochNN.pt``
             (``epoch01.pt`` ...): the snapshots of a run's time-to-coherence curve
             (:func:`mmvae_lite.reference.coherence_curve`).
