@@ -9,7 +9,7 @@ them). With ``--warmup-steps`` the learning rate rises linearly over the first s
 ``train --warmup-steps`` does. For example, the first steps of stage 1 of the shipped MMVAE, and the
 same with a warm-up:
 
-    python tools/dead_units_during_training.py --preset quick --steps 4000 --every 500
+    python tools/dead_units_during_training.py --preset quick --steps 3000 --every 150
     python tools/dead_units_during_training.py --preset quick --steps 4000 --every 500 --warmup-steps 1000
 
 One line per count: step, training seconds (the counts excluded), the batch's objective and the
@@ -25,7 +25,6 @@ import torch
 import mmvae_lite as ml
 from mmvae_lite.batches import iterate_batches
 from mmvae_lite.data import experiment_data
-from mmvae_lite.reference.runs import _load_run
 
 
 def main() -> None:
@@ -44,7 +43,9 @@ def main() -> None:
     cfg = ml.get_config("mnist-svhn", args.preset, train_subset=args.pairs, test_subset=1000, **overrides)
     train, test, cfg = experiment_data(cfg)
     torch.manual_seed(args.seed)
-    model = _load_run(args.init_from)[1].train() if args.init_from else ml.build_model(cfg)
+    model = ml.build_model(cfg)
+    if args.init_from:   # weights only, as train --init-from does
+        ml.checkpoint.load_weights(model, args.init_from)
     trainer = ml.Trainer(model, ml.get_objective(cfg.objective, cfg.gradient), K=cfg.K, lr=cfg.lr,
                          batch_size=cfg.batch_size, warmup_steps=args.warmup_steps, progress=False, verbose=False)
 
