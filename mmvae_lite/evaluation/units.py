@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ..models import VAE
 from .checks import Model, check_int, model_names
-from .examples import iterate_examples
+from .examples import batch_size_of, iterate_examples
 from .runtime import device_of, evaluation_mode
 
 __all__ = ["dead_units"]
@@ -71,7 +71,7 @@ def dead_units(model: Model, data: Any, *, max_examples: Optional[int] = 1000, b
                     if name in batch:
                         loc, _scale = mod.encoder(batch[name])
                         mod.decoder(loc)
-                n += int(next(iter(batch.values())).shape[0])
+                n += batch_size_of(batch)
     finally:
         for h in hooks:
             h.remove()
