@@ -174,11 +174,13 @@ def test_the_time_to_coherence_curve_of_a_warm_started_run_counts_the_earlier_st
             "--data-root", str(SHARED), "--out", "runs", "--no-progress", "--no-eval", "--snapshots"]
     assert main(base + ["--epochs", "2"]) == 0
     first = Path("runs/mnist-svhn-mmvae-quick-n64-t32")
-    assert main(base + ["--epochs", "1", "--K", "2", "--init-from", str(first / "epoch01.pt")]) == 0
-    warm = tmp_path / "runs" / "mnist-svhn-mmvae-quick-K2-n64-t32-warm"
+    assert main(base + ["--epochs", "1", "--K", "2", "--warmup-steps", "3", "--init-from",
+                        str(first / "epoch01.pt")]) == 0
+    warm = tmp_path / "runs" / "mnist-svhn-mmvae-quick-K2-wu3-n64-t32-warm"
     monkeypatch.chdir(warm)
     rows = pt.coherence_curve(warm, n=40, n_joint=40, root=SHARED)
-    assert [(r["run"], r["epoch"], r["K"]) for r in rows] == [(first.name, 1, 1), (warm.name, 1, 2)]
+    assert [(r["run"], r["epoch"], r["K"], r["warmup_steps"]) for r in rows] == [(first.name, 1, 1, 0),
+                                                                                  (warm.name, 1, 2, 3)]
     assert [r["pairs_seen"] for r in rows] == [64, 128]
     second = json.loads((warm / "history.json").read_text())[0]["seconds"]
     assert rows[1]["train_seconds"] == pytest.approx(rows[0]["train_seconds"] + second, abs=0.2)

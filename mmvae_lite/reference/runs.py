@@ -165,7 +165,7 @@ def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, ro
         seconds = sum(r["seconds"] for r in state["history"]) + offset["seconds"]
         c = coherence(model, test, clfs, n_joint=n_joint, max_examples=n, seed=0, progress=progress)
         rows.append({"run": Path(run_dir).name, "K": cfg.K, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                     "epoch": int(state["epoch"]),
+                     "warmup_steps": cfg.warmup_steps, "epoch": int(state["epoch"]),
                      "pairs_seen": _total([_pairs(int(state["epoch"]), cfg.train_subset), offset["pairs"]]),
                      "train_seconds": round(seconds, 1), **{k: round(float(v), 4) for k, v in c.items()}})
     return rows
