@@ -29,6 +29,7 @@ as they were; a refusal names the file and what differs.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -41,6 +42,7 @@ from .models import MultimodalVAE, VAE
 FORMAT = "mmvae_lite.trainer"
 VERSION = 1
 LEGACY_FORMAT = "mmvae_lite/1"      # version 0
+SHIPPED_FORMAT = "mmvae_lite/weights"   # a shipped model's weights (mmvae_lite.reference), a warm start's other source
 REQUIRED = ("model", "optimizer", "epoch", "step", "history", "torch_rng")
 """Keys every trainer checkpoint has, of every version."""
 
@@ -293,15 +295,41 @@ def config_differences(state: Mapping[str, Any], config: Mapping[str, Any]) -> l
             if saved.get(key) is not None and config.get(key) is not None and saved[key] != config[key]]
 
 
+def read_start(path: "str | Path") -> dict[str, Any]:
+    """The weights a warm start (``--init-from``) begins from, as a trainer checkpoint's dict.
+
+    ``path`` is a trainer checkpoint (``checkpoint.pt``, ``epochNN.pt``) or a shipped model: its
+    ``results/<name>/`` folder or a ``weights*.pt`` file in it. A shipped model's weights come back
+    in float32, its ``epoch`` and ``history`` from the ``metrics.json`` beside them, and that record
+    itself under ``"shipped"`` (the training it had before, for the new run's record).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        blob = torch_load(path, "checkpoint")
+        if not (isinstance(blob, Mapping) and blob.get("format") == SHIPPED_FORMAT):
+            return read_checkpoint(path)
+        path = path.parent
+    from .reference.registry import PretrainedError, load_weights as load_shipped
+    try:
+        cfg, state, _ = load_shipped(path)
+    except PretrainedError as e:
+        raise CheckpointError(f"{path} is a folder but not a shipped model's: {e}") from e
+    metrics = path / "metrics.json"
+    record = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    return {"model": state, "config": cfg.to_dict(), "epoch": int(record.get("epochs") or 0),
+            "history": record.get("history") or [], "shipped": record}
+
+
 def warm_start(model: nn.Module, path: "str | Path", config: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Load the model weights of another run's trainer checkpoint into ``model`` (a warm start).
 
     Unlike a resume, nothing else is taken over (optimiser, epoch, RNG, settings), so the new run may
-    use another K, batch size or learning rate. The checkpoint must hold the same experiment, model
-    kind and modalities (checked before anything is loaded). Returns the checkpoint's dict, whose
-    ``history`` says how much training the weights already had.
+    use another K, batch size or learning rate. ``path`` may also be a shipped model (see
+    :func:`read_start`). The checkpoint must hold the same experiment, model kind and modalities
+    (checked before anything is loaded). Returns the checkpoint's dict, whose ``history`` says how
+    much training the weights already had.
     """
-    state = read_checkpoint(path)
+    state = read_start(path)
     problems = model_differences(state, model, config or {})
     if problems:
         raise CheckpointError(f"{path} cannot start this model: " + "; ".join(problems))
@@ -311,4 +339,4 @@ def warm_start(model: nn.Module, path: "str | Path", config: Optional[Mapping[st
 
 __all__ = ["FORMAT", "VERSION", "LEGACY_FORMAT", "CheckpointError", "read_checkpoint", "load_weights",
            "model_info", "torch_load", "parameter_differences", "optimizer_differences", "model_differences",
-           "training_differences", "config_differences", "warm_start"]
+           "training_differences", "config_differences", "read_start", "warm_start"]

@@ -44,8 +44,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run folder's checkpoint with the same settings (--epochs may raise the total)")
     p.add_argument("--init-from", metavar="CHECKPOINT",
-                   help="start from the model weights of another run's checkpoint.pt (a warm start: new optimiser, "
-                        "new settings; the run folder gets the tag 'warm')")
+                   help="start from the model weights of another run's checkpoint.pt, or of a shipped model "
+                        "(its folder, e.g. results/mnist-svhn-mmvae): a warm start, new optimiser, new settings; "
+                        "the run folder gets the tag 'warm'")
     p.add_argument("--snapshots", action="store_true",
                    help="keep a copy of every epoch's checkpoint (epochNN.pt in the run folder): export then "
                         "records the run's time-to-coherence curve")
@@ -225,9 +226,9 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     run_dir = Path(args.out) / run_name(cfg)
     if cfg.init_from and not args.resume:   # a wrong --init-from fails before data loading and the run folder
-        from .checkpoint import config_differences, read_checkpoint
+        from .checkpoint import config_differences, read_start
         try:
-            problems = config_differences(read_checkpoint(cfg.init_from), cfg.to_dict())
+            problems = config_differences(read_start(cfg.init_from), cfg.to_dict())
             if problems:
                 raise CheckpointError(f"{cfg.init_from} cannot start this run: " + "; ".join(problems))
         except (CheckpointError, OSError) as e:

@@ -67,7 +67,7 @@ class Config:
     seed: int = 1
     bf16: bool = False                        # bf16 autocast (GPU)
     device: Optional[str] = None              # None: cuda > mps > cpu
-    init_from: Optional[str] = None           # start from these weights (a run's checkpoint.pt); None: random init
+    init_from: Optional[str] = None           # start from these weights (a run's checkpoint.pt or a shipped model's folder); None: random init
 
     def replace(self, **overrides: Any) -> "Config":
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}

@@ -216,3 +216,28 @@ def test_export_run_ships_a_trained_run_that_loads_and_rechecks_to_its_record(re
     assert torch.load(folder / "weights.pt", weights_only=False)["dtype"] == ("float16" if half else "float32")
     model = ml.pretrained("tiny", download=False)
     assert pt.recheck(model, root=SHARED, record=saved) == pytest.approx(saved["check"], abs=1e-4)
+
+    # a further stage started from the shipped folder (as a reader would continue a shipped model):
+    # exactly the shipped weights, and the record counts the shipped model's training and curve
+    from mmvae_lite.checkpoint import CheckpointError, read_start, warm_start
+    start = read_start("results/tiny/weights.pt")
+    assert start["epoch"] == 1 and start["shipped"]["check"] == saved["check"]
+    fresh = ml.build_model(ml.Config(**saved["config"]))
+    warm_start(fresh, "results/tiny", saved["config"])
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[k], v, rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="not a shipped model"):
+        read_start("runs")
+    assert main(["train", "mnist-svhn", "--preset", "quick", "--train-subset", "32", "--test-subset", "32",
+                 "--epochs", "1", "--data-root", str(SHARED), "--out", "runs", "--no-progress", "--no-eval",
+                 "--snapshots", "--init-from", "results/tiny"]) == 0
+    again = pt.export_run(Path("runs/mnist-svhn-mmvae-quick-n32-t32-warm"), "tiny2", registry / "results",
+                          n_coherence=40, n_joint=40, check_n=40, root=SHARED, progress=False,
+                          evaluation=dict(quick=True, n_probe_train=64, n_probe_test=40, n_likelihood=4, K=3))
+    (before,) = again["warm_started_from"]
+    assert (before["checkpoint"], before["epochs"], before["pairs"]) == ("results/tiny", 1, 64)
+    assert before["train_seconds"] == saved["train_seconds"] and "time_to_coherence" not in before
+    assert before["sha256"] == {f["name"]: f["sha256"] for f in saved["files"]}   # which release it started from
+    assert again["train_seconds_total"] == pytest.approx(saved["train_seconds"] + again["train_seconds"], abs=0.2)
+    rows = again["time_to_coherence"]
+    assert rows[0] == saved["time_to_coherence"][0] and [r["pairs_seen"] for r in rows] == [64, 96]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import torch
 
+from ..checkpoint import SHIPPED_FORMAT
 from ..config import Config, build_model
 from ..data.files import digest
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-WEIGHTS_FORMAT = "mmvae_lite/weights"
+WEIGHTS_FORMAT = SHIPPED_FORMAT   # read_start (a warm start from a shipped model) knows it too
 WEIGHTS_VERSION = 1
 REGISTRY_FILE = Path(__file__).parents[1] / "reference_models.json"   # mmvae_lite/, shipped as package data
 #: Where a package installed without the checkout downloads shipped files from

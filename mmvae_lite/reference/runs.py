@@ -99,8 +99,10 @@ def warm_start_chain(cfg: Config, run_dir: Optional[PathLike] = None) -> list[di
     """The runs whose weights a run started from (``cfg.init_from``, then theirs...), oldest first:
     ``{"checkpoint", "command", "epochs", "pairs", "train_seconds", "config"}`` each. Empty for a run
     from scratch. ``run_dir`` (the run's folder) lets relative ``--init-from`` paths be found from
-    another working directory."""
-    from ..checkpoint import read_checkpoint
+    another working directory. A run started from a shipped model (``--init-from results/<name>``)
+    takes the chain before it from that model's ``metrics.json``, and the model's entry carries its
+    ``time_to_coherence`` rows."""
+    from ..checkpoint import read_start
     chain: list[dict[str, Any]] = []
     init, seen = cfg.init_from, set()
     while init:
@@ -111,8 +113,18 @@ def warm_start_chain(cfg: Config, run_dir: Optional[PathLike] = None) -> list[di
         if not path.exists():
             raise PretrainedError(f"the run started from {init} (--init-from), which is not here: its training "
                                   f"time and pairs belong to this run's record")
-        state = read_checkpoint(path)
+        state = read_start(path)
         saved = state.get("config") or {}
+        shipped = state.get("shipped")
+        if shipped is not None:   # a shipped model: its record holds the runs it came from
+            chain[:0] = list(shipped.get("warm_started_from") or []) + [{
+                "checkpoint": str(init), "command": shipped.get("command"), "epochs": int(state["epoch"]),
+                "pairs": _pairs(int(state["epoch"]), saved.get("train_subset")),
+                "train_seconds": shipped.get("train_seconds", round(sum(r["seconds"] for r in state["history"]), 1)),
+                "config": saved, "exported_at_commit": shipped.get("git_commit"),
+                "sha256": {f["name"]: f["sha256"] for f in shipped.get("files") or []},   # which release it was
+                "time_to_coherence": shipped.get("time_to_coherence") or []}]
+            break
         cmd = path.parent / "command.txt"   # the commands that trained it, when its run folder is beside it
         chain.insert(0, {"checkpoint": str(init), "command": cmd.read_text().strip() if cmd.is_file() else None,
                          "epochs": int(state["epoch"]),
@@ -155,7 +167,9 @@ def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, ro
         if offset is None:
             chain = warm_start_chain(cfg, run_dir)
             offset = {"seconds": sum(c["train_seconds"] for c in chain), "pairs": _total(c["pairs"] for c in chain)}
-            if chain:   # the earlier run's snapshots up to the one this run started from
+            if chain and "time_to_coherence" in chain[-1]:   # a shipped model's curve, as it recorded it
+                rows = list(chain[-1]["time_to_coherence"])
+            elif chain:   # the earlier run's snapshots up to the one this run started from
                 earlier = _find_init(chain[-1]["checkpoint"], run_dir).parent
                 rows = [r for r in coherence_curve(earlier, n=n, n_joint=n_joint, root=root, progress=progress)
                         if r["epoch"] <= chain[-1]["epochs"]]
@@ -218,7 +232,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
                               "history": state["history"], "export_command": command or " ".join(sys.argv)}
     chain = warm_start_chain(cfg, run_dir)
     if chain:   # a warm start: the training its weights had before this run counts too
-        record["warm_started_from"] = chain
+        record["warm_started_from"] = [{k: v for k, v in c.items() if k != "time_to_coherence"} for c in chain]
         record["train_seconds_total"] = round(record["train_seconds"] + sum(c["train_seconds"] for c in chain), 1)
     cmd_file = run_dir / "command.txt"
     if cmd_file.exists():   # every command that trained the run (a resumed run has several)
