@@ -241,3 +241,13 @@ def test_export_run_ships_a_trained_run_that_loads_and_rechecks_to_its_record(re
     assert again["train_seconds_total"] == pytest.approx(saved["train_seconds"] + again["train_seconds"], abs=0.2)
     rows = again["time_to_coherence"]
     assert rows[0] == saved["time_to_coherence"][0] and [r["pairs_seen"] for r in rows] == [64, 96]
+
+
+def test_snapshots_come_in_epoch_order_past_epoch_99(tmp_path):
+    for n in (1, 2, 10, 11, 99, 100, 101):
+        (tmp_path / f"epoch{n:02d}.pt").write_bytes(b"")
+    (tmp_path / "epochs.pt").write_bytes(b"")           # not a snapshot
+    from mmvae_lite.reference.runs import snapshots
+    names = [p.name for p in snapshots(tmp_path)]
+    assert names == ["epoch01.pt", "epoch02.pt", "epoch10.pt", "epoch11.pt", "epoch99.pt", "epoch100.pt",
+                     "epoch101.pt"]

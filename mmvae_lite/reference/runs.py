@@ -145,6 +145,13 @@ def _total(values: Any) -> Optional[float]:
     return None if any(v is None for v in values) else sum(values)
 
 
+def snapshots(run_dir: PathLike) -> list[Path]:
+    """The ``epochNN.pt`` snapshots of a run folder in epoch order (``epoch100.pt`` after
+    ``epoch99.pt``, which a sort by name would put after ``epoch10.pt``)."""
+    found = [(p, p.stem[len("epoch"):]) for p in Path(run_dir).glob("epoch*.pt")]
+    return [p for p, n in sorted((x for x in found if x[1].isdigit()), key=lambda x: int(x[1]))]
+
+
 def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, root: Optional[PathLike] = None,
                     progress: bool = False) -> list[dict[str, Any]]:
     """Coherence of every ``epochNN.pt`` snapshot in ``run_dir`` against cumulative training seconds.
@@ -156,7 +163,7 @@ def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, ro
     """
     from ..data import experiment_data
     from ..evaluation import coherence, get_digit_classifier
-    snaps = sorted(Path(run_dir).glob("epoch*.pt"))
+    snaps = snapshots(run_dir)
     rows: list[dict[str, Any]] = []
     test = clfs = None
     offset = None
@@ -266,7 +273,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
         record["float16_max_coherence_change_points"] = round(worst, 3)
         record["n_coherence"], record["n_joint"] = n_coherence, n_joint
         record["check"] = check_coherence(_rounded(model, dtype), test, n=check_n, root=root)
-        if any(Path(run_dir).glob("epoch*.pt")):
+        if snapshots(run_dir):
             record["time_to_coherence"] = coherence_curve(run_dir, n=check_n, n_joint=check_n, root=root,
                                                           progress=False)
     elif cfg.experiment == "cub-features":
