@@ -295,6 +295,18 @@ def config_differences(state: Mapping[str, Any], config: Mapping[str, Any]) -> l
             if saved.get(key) is not None and config.get(key) is not None and saved[key] != config[key]]
 
 
+def snapshot_name(epoch: int) -> str:
+    """File name of a run's snapshot after ``epoch`` epochs (``--snapshots``): ``epoch07.pt``, ``epoch100.pt``."""
+    return f"epoch{epoch:02d}.pt"
+
+
+def snapshots(run_dir: "str | Path") -> list[Path]:
+    """The snapshots in a run folder in epoch order (``epoch100.pt`` after ``epoch99.pt``, which a
+    sort by name would put after ``epoch10.pt``)."""
+    found = [(p, p.stem[len("epoch"):]) for p in Path(run_dir).glob("epoch*.pt")]
+    return [p for p, n in sorted((x for x in found if x[1].isdigit()), key=lambda x: int(x[1]))]
+
+
 def read_start(path: "str | Path") -> dict[str, Any]:
     """The weights a warm start (``--init-from``) begins from, as a trainer checkpoint's dict.
 

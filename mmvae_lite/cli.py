@@ -159,7 +159,7 @@ def prepare_run_folder(run_dir: Path, cfg: Config, *, resume: bool, overwrite: b
     settings (``config.json``, else the checkpoint's config) must equal ``cfg`` but for
     :data:`RESUME_MAY_CHANGE`, and ``cfg.epochs`` must not be below the checkpoint's epoch.
     """
-    from .checkpoint import CheckpointError, read_checkpoint
+    from .checkpoint import CheckpointError, read_checkpoint, snapshots
     ckpt = run_dir / "checkpoint.pt"
     if resume:
         if overwrite:
@@ -191,7 +191,7 @@ def prepare_run_folder(run_dir: Path, cfg: Config, *, resume: bool, overwrite: b
             print(f"note: resuming on device {cfg.device or 'auto'} (the run was started with {saved.get('device') or 'auto'})")
         return epoch
     existing = [f for f in _RUN_FILES if (run_dir / f).exists()]
-    existing += sorted(p.name for p in run_dir.glob("epoch[0-9][0-9]*.pt"))   # --snapshots of the run
+    existing += [p.name for p in snapshots(run_dir)]   # --snapshots of the run
     if existing and not overwrite:
         detail = ""
         if ckpt.exists():

@@ -33,7 +33,8 @@ from .runtime import (HeapTrimmer, available_devices, progress_enabled, seed_eve
                       select_device)
 from .checks import check_int
 from .checkpoint import (FORMAT, VERSION, CheckpointError, load_weights, model_differences, model_info,
-                         optimizer_differences, parameter_differences, read_checkpoint, training_differences)
+                         optimizer_differences, parameter_differences, read_checkpoint, snapshot_name,
+                         training_differences)
 
 
 def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -375,7 +376,7 @@ class Trainer:
             if self.checkpoint is not None:
                 self.save(self.checkpoint)
                 if self.snapshots:
-                    shutil.copyfile(self.checkpoint, self.checkpoint.with_name(f"epoch{self.epoch:02d}.pt"))
+                    shutil.copyfile(self.checkpoint, self.checkpoint.with_name(snapshot_name(self.epoch)))
         return self.history
 
     # -- checkpoints ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch
 
 import mmvae_lite as ml
 from mmvae_lite import reference as pt
+from mmvae_lite.checkpoint import snapshots
 from mmvae_lite.reference import registry as shipped
 
 
@@ -247,7 +248,6 @@ def test_snapshots_come_in_epoch_order_past_epoch_99(tmp_path):
     for n in (1, 2, 10, 11, 99, 100, 101):
         (tmp_path / f"epoch{n:02d}.pt").write_bytes(b"")
     (tmp_path / "epochs.pt").write_bytes(b"")           # not a snapshot
-    from mmvae_lite.reference.runs import snapshots
     names = [p.name for p in snapshots(tmp_path)]
     assert names == ["epoch01.pt", "epoch02.pt", "epoch10.pt", "epoch11.pt", "epoch99.pt", "epoch100.pt",
                      "epoch101.pt"]

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..checkpoint import snapshots
 from ..config import Config, build_model
 from .registry import PathLike, PretrainedError, export
 
@@ -143,13 +144,6 @@ def _pairs(epochs: int, train_subset: Optional[int]) -> Optional[int]:
 def _total(values: Any) -> Optional[float]:
     values = list(values)
     return None if any(v is None for v in values) else sum(values)
-
-
-def snapshots(run_dir: PathLike) -> list[Path]:
-    """The ``epochNN.pt`` snapshots of a run folder in epoch order (``epoch100.pt`` after
-    ``epoch99.pt``, which a sort by name would put after ``epoch10.pt``)."""
-    found = [(p, p.stem[len("epoch"):]) for p in Path(run_dir).glob("epoch*.pt")]
-    return [p for p, n in sorted((x for x in found if x[1].isdigit()), key=lambda x: int(x[1]))]
 
 
 def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, root: Optional[PathLike] = None,
