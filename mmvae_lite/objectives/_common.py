@@ -66,7 +66,8 @@ def reweighted(lw: torch.Tensor, z: torch.Tensor, dims: tuple[int, ...], gradien
         w = (lw - lse).exp()                          # normalised weights, w~_k
     if gradient == "dreg" and z.requires_grad:
         # d/dz of sum_k w~_k log w_k is w~_k dlogw_k/dz; scaling it by w~_k again gives eq. 8.
-        z.register_hook(lambda g: g * w.unsqueeze(-1))
+        # (cast back: under bf16 autocast z is bf16 while the weights are float32)
+        z.register_hook(lambda g: (g * w.unsqueeze(-1)).to(g.dtype))
     surrogate = (w * lw).sum(dims)                    # gradient: sum_k w~_k grad log w_k
     value = (lse.squeeze(dims) - math.log(math.prod(lw.shape[d] for d in dims))).detach()
     return value + (surrogate - surrogate.detach())
