@@ -372,7 +372,7 @@ def test_dreg_surrogate_runs_under_bf16_autocast(which, tiny_vae):
     model = tiny_vae if which == "dreg" else make_tiny_mm()
     x = torch.randn(6, 3) if which == "dreg" else tiny_batch(6)
     fn = getattr(O, which)
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     _run(lambda: fn(model, x, 5), model, 0)
     exact = _grads(model, params)
     with torch.autocast("cpu", dtype=torch.bfloat16):
