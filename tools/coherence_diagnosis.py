@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""Where does an MNIST-SVHN MMVAE lose coherence? A diagnosis run for results/README.md.
+
+Two measurements on a shipped model (``--name``, default ``mnist-svhn-mmvae``) or a run's weights
+(``--checkpoint``):
+
+1. **Joint coherence from four sets of latents** (:func:`mmvae_lite.evaluation.joint_coherence`
+   with ``latents=``): samples of the prior; one sample of each expert's posterior for each of the
+   first ``--pairs`` test pairs (the aggregate posterior); the same samples with every latent
+   dimension shuffled on its own across them (the product of the aggregate posterior's marginals:
+   the best any factorised prior could do, since it keeps each dimension's distribution and drops
+   only the dependence between dimensions); and prior samples whose dimension ``--swap-dim``
+   (counted from 1) is taken from the posterior samples.
+2. **Cross coherence on seen and unseen pairs**: the first ``--pairs`` pairs of the training subset
+   the run trained on (``--train-subset``, default the model's) against the same number of test pairs.
+
+    python tools/coherence_diagnosis.py                       # the shipped MMVAE
+    python tools/coherence_diagnosis.py --checkpoint refruns/amd2/<run>/checkpoint.pt
+
+Prints one line per number (percentages).
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+import mmvae_lite as ml
+from mmvae_lite.data import experiment_data
+from mmvae_lite.evaluation import cross_coherence, get_digit_classifier, joint_coherence
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--name", default="mnist-svhn-mmvae", help="a shipped model (ml.pretrained)")
+    src.add_argument("--checkpoint", help="a run's checkpoint or epoch snapshot instead")
+    p.add_argument("--pairs", type=int, default=2000, help="test (and training) pairs")
+    p.add_argument("--train-subset", type=int, help="the training subset the run saw (default: the model's)")
+    p.add_argument("--swap-dim", type=int, default=10, help="latent dimension (from 1) taken from the posteriors")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    if args.checkpoint:
+        state = ml.checkpoint.torch_load(args.checkpoint)   # a checkpoint or an epoch snapshot
+        if not isinstance(state, dict) or not state.get("config") or "model" not in state:
+            raise SystemExit(f"{args.checkpoint} is not a checkpoint or snapshot written by the CLI (no config)")
+        cfg = ml.Config(**state["config"])
+        model = ml.build_model(cfg)
+        model.load_state_dict(state["model"])
+    else:
+        model = ml.pretrained(args.name)
+        cfg = model.config
+    if cfg.experiment != "mnist-svhn" or not isinstance(model, ml.MultimodalVAE):
+        raise SystemExit(f"this diagnosis is for MNIST-SVHN multimodal models, got {cfg.experiment} {cfg.model}")
+    model.eval()
+    clfs = {m: get_digit_classifier(m, progress=False, verbose=False) for m in model.names}
+    train, test, _ = experiment_data(cfg.replace(test_subset=args.pairs,
+                                                 train_subset=args.train_subset or cfg.train_subset), verbose=False)
+    L, d = model.latent_dim, args.swap_dim - 1
+    g = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    with torch.no_grad():
+        batch = test.get_batch(torch.arange(len(test)))
+        post = torch.cat([model.modalities[m].encode(batch[m]).sample().reshape(-1, L) for m in model.names])
+        shuffled = torch.stack([post[torch.randperm(len(post), generator=g), k] for k in range(L)], 1)
+        prior = model.prior().sample((len(post),)).reshape(-1, L)
+        swapped = prior.clone()
+        swapped[:, d] = post[:, d]
+    for label, z in (("prior samples", prior), ("aggregate posterior samples", post),
+                     ("product of the aggregate posterior's marginals", shuffled),
+                     (f"prior samples, dimension {args.swap_dim} from the posteriors", swapped)):
+        print(f"joint coherence, {label}: {100 * joint_coherence(model, clfs, latents=z):.1f} %", flush=True)
+    for label, data in (("training pairs (seen)", train), ("test pairs", test)):
+        c = cross_coherence(model, data, clfs, max_examples=args.pairs, seed=args.seed)
+        print(f"cross coherence, {label}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in c.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
