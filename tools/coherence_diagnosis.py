@@ -13,6 +13,10 @@ Two measurements on a shipped model (``--name``, default ``mnist-svhn-mmvae``) o
    (counted from 1) is taken from the posterior samples.
 2. **Cross coherence on seen and unseen pairs**: the first ``--pairs`` pairs of the training subset
    the run trained on (``--train-subset``, default the model's) against the same number of test pairs.
+3. **What the cross-generated images look like to the classifier**: per direction (one latent sample
+   each), the coherence per digit class, how often each class is read, the share of the wrong answers
+   that are a 0 or a 1 (the classes the classifiers give faint images), and the images' contrast
+   (pixel standard deviation within an image; the test images' own for comparison).
 
     python tools/coherence_diagnosis.py                       # the shipped MMVAE
     python tools/coherence_diagnosis.py --checkpoint refruns/amd2/<run>/checkpoint.pt
@@ -27,7 +31,7 @@ import torch
 
 import mmvae_lite as ml
 from mmvae_lite.data import experiment_data
-from mmvae_lite.evaluation import cross_coherence, get_digit_classifier, joint_coherence
+from mmvae_lite.evaluation import cross_coherence, get_digit_classifier, joint_coherence, predict_digits
 
 
 def main() -> None:
@@ -74,6 +78,21 @@ def main() -> None:
     for label, data in (("training pairs (seen)", train), ("test pairs", test)):
         c = cross_coherence(model, data, clfs, max_examples=args.pairs, seed=args.seed)
         print(f"cross coherence, {label}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in c.items()), flush=True)
+    labels = test.labels[: len(test)]
+    for name in model.names:
+        x = batch[name].float() / 255 if batch[name].dtype == torch.uint8 else batch[name]
+        print(f"{name} test images: contrast {x.flatten(1).std(1).mean():.3f}")
+    recon = model.cross_reconstruct(batch)               # recon[source][target]: (1, B, *event)
+    for source in model.names:
+        for target in model.names:
+            x = recon[source][target][0]
+            said = predict_digits(clfs[target], x)
+            wrong = said != labels
+            per_class = [round(100 * (said[labels == c] == c).float().mean().item()) for c in range(10)]
+            read_as = [round(100 * (said == c).float().mean().item()) for c in range(10)]
+            print(f"{source}->{target}: coherence {100 * (~wrong).float().mean():.1f} %, per class {per_class}, "
+                  f"read as {read_as} %, wrong answers read as 0 or 1 {100 * (said[wrong] <= 1).float().mean():.0f} %, "
+                  f"contrast {x.flatten(1).std(1).mean():.3f}", flush=True)
 
 
 if __name__ == "__main__":
