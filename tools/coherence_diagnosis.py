@@ -18,8 +18,13 @@ Two measurements on a shipped model (``--name``, default ``mnist-svhn-mmvae``) o
    that are a 0 or a 1 (the classes the classifiers give faint images), and the images' contrast
    (pixel standard deviation within an image; the test images' own for comparison).
 
+4. With ``--split-curve RUN_DIR ...`` instead: for every epoch snapshot of the run folders, in
+   order, the latent dimension where the two experts' median posterior means lie furthest apart
+   (in units of the prior's scale), the two medians, and each expert's largest median scale.
+
     python tools/coherence_diagnosis.py                       # the shipped MMVAE
     python tools/coherence_diagnosis.py --checkpoint refruns/amd2/<run>/checkpoint.pt
+    python tools/coherence_diagnosis.py --split-curve refruns/amd/<stage 1> refruns/amd/<stage 2> ...
 
 Prints one line per number (percentages).
 """
@@ -31,7 +36,40 @@ import torch
 
 import mmvae_lite as ml
 from mmvae_lite.data import experiment_data
+from mmvae_lite.checkpoint import snapshots
 from mmvae_lite.evaluation import cross_coherence, get_digit_classifier, joint_coherence, predict_digits
+
+
+def load(path) -> tuple[ml.Config, ml.MultimodalVAE]:
+    """A run's checkpoint or epoch snapshot, as its config and model."""
+    state = ml.checkpoint.torch_load(path)
+    if not isinstance(state, dict) or not state.get("config") or "model" not in state:
+        raise SystemExit(f"{path} is not a checkpoint or snapshot written by the CLI (no config)")
+    cfg = ml.Config(**state["config"])
+    model = ml.build_model(cfg)
+    model.load_state_dict(state["model"])
+    return cfg, model.eval()
+
+
+def split_curve(run_dirs: list[str], pairs: int) -> None:
+    """Per snapshot: the dimension where the experts' medians lie furthest apart, in prior scales."""
+    batch = None
+    for run in run_dirs:
+        for snap in snapshots(run):
+            cfg, model = load(snap)
+            if batch is None:
+                _, test, _ = experiment_data(cfg.replace(test_subset=pairs, train_subset=1), verbose=False)
+                batch = test.get_batch(torch.arange(len(test)))
+            with torch.no_grad():
+                present, z = model.unimodal_samples(batch, 1, mean=True)
+                zm, zs = z[present.index("mnist"), 0], z[present.index("svhn"), 0]
+                gap = (zs.median(0).values - zm.median(0).values).abs() / model.prior().scale.reshape(-1)
+                d = int(gap.argmax())
+                big = {n: model.modalities[n].encode(batch[n]).scale.median(0).values for n in present}
+            print(f"{snap}: dimension {d + 1}, {gap[d]:.2f} prior scales apart (medians {zm[:, d].median():.2f} "
+                  f"MNIST, {zs[:, d].median():.2f} SVHN); largest scale "
+                  + ", ".join(f"{n} {float(v.max()):.1f} (dimension {int(v.argmax()) + 1})" for n, v in big.items()),
+                  flush=True)
 
 
 def main() -> None:
@@ -39,19 +77,18 @@ def main() -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--name", default="mnist-svhn-mmvae", help="a shipped model (ml.pretrained)")
     src.add_argument("--checkpoint", help="a run's checkpoint or epoch snapshot instead")
+    src.add_argument("--split-curve", nargs="+", metavar="RUN_DIR", help="the experts' split over these runs' snapshots")
     p.add_argument("--pairs", type=int, default=2000, help="test (and training) pairs")
     p.add_argument("--train-subset", type=int, help="the training subset the run saw (default: the model's)")
     p.add_argument("--swap-dim", type=int, default=10, help="latent dimension (from 1) taken from the posteriors")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    if args.split_curve:
+        split_curve(args.split_curve, args.pairs)
+        return
 
     if args.checkpoint:
-        state = ml.checkpoint.torch_load(args.checkpoint)   # a checkpoint or an epoch snapshot
-        if not isinstance(state, dict) or not state.get("config") or "model" not in state:
-            raise SystemExit(f"{args.checkpoint} is not a checkpoint or snapshot written by the CLI (no config)")
-        cfg = ml.Config(**state["config"])
-        model = ml.build_model(cfg)
-        model.load_state_dict(state["model"])
+        cfg, model = load(args.checkpoint)
     else:
         model = ml.pretrained(args.name)
         cfg = model.config
