@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where does an MNIST-SVHN MMVAE lose coherence? A diagnosis run for results/README.md.
 
-Two measurements on a shipped model (``--name``, default ``mnist-svhn-mmvae``) or a run's weights
+Three measurements on a shipped model (``--name``, default ``mnist-svhn-mmvae``) or a run's weights
 (``--checkpoint``):
 
 1. **Joint coherence from four sets of latents** (:func:`mmvae_lite.evaluation.joint_coherence`
@@ -26,7 +26,7 @@ Two measurements on a shipped model (``--name``, default ``mnist-svhn-mmvae``) o
     python tools/coherence_diagnosis.py --checkpoint refruns/amd2/<run>/checkpoint.pt
     python tools/coherence_diagnosis.py --split-curve refruns/amd/<stage 1> refruns/amd/<stage 2> ...
 
-Prints one line per number (percentages).
+Prints one line per measurement.
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ import argparse
 import torch
 
 import mmvae_lite as ml
-from mmvae_lite.data import experiment_data
 from mmvae_lite.checkpoint import snapshots
+from mmvae_lite.data import experiment_data
 from mmvae_lite.evaluation import cross_coherence, get_digit_classifier, joint_coherence, predict_digits
 
 
@@ -103,7 +103,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     with torch.no_grad():
         batch = test.get_batch(torch.arange(len(test)))
-        post = torch.cat([model.modalities[m].encode(batch[m]).sample().reshape(-1, L) for m in model.names])
+        _, z = model.unimodal_samples(batch, 1)            # each modality's own posterior (PoE: times the prior)
+        post = z.reshape(-1, L)
         shuffled = torch.stack([post[torch.randperm(len(post), generator=g), k] for k in range(L)], 1)
         prior = model.prior().sample((len(post),)).reshape(-1, L)
         swapped = prior.clone()
@@ -115,7 +116,7 @@ def main() -> None:
     for label, data in (("training pairs (seen)", train), ("test pairs", test)):
         c = cross_coherence(model, data, clfs, max_examples=args.pairs, seed=args.seed)
         print(f"cross coherence, {label}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in c.items()), flush=True)
-    labels = test.labels[: len(test)]
+    labels = test.labels
     for name in model.names:
         x = batch[name].float() / 255 if batch[name].dtype == torch.uint8 else batch[name]
         print(f"{name} test images: contrast {x.flatten(1).std(1).mean():.3f}")
