@@ -38,17 +38,7 @@ import mmvae_lite as ml
 from mmvae_lite.checkpoint import snapshots
 from mmvae_lite.data import experiment_data
 from mmvae_lite.evaluation import cross_coherence, get_digit_classifier, joint_coherence, predict_digits
-
-
-def load(path) -> tuple[ml.Config, ml.MultimodalVAE]:
-    """A run's checkpoint or epoch snapshot, as its config and model."""
-    state = ml.checkpoint.torch_load(path)
-    if not isinstance(state, dict) or not state.get("config") or "model" not in state:
-        raise SystemExit(f"{path} is not a checkpoint or snapshot written by the CLI (no config)")
-    cfg = ml.Config(**state["config"])
-    model = ml.build_model(cfg)
-    model.load_state_dict(state["model"])
-    return cfg, model.eval()
+from mmvae_lite.reference.runs import load_run
 
 
 def split_curve(run_dirs: list[str], pairs: int) -> None:
@@ -56,7 +46,7 @@ def split_curve(run_dirs: list[str], pairs: int) -> None:
     batch = None
     for run in run_dirs:
         for snap in snapshots(run):
-            cfg, model = load(snap)
+            cfg, model, _ = load_run(snap)
             if batch is None:
                 _, test, _ = experiment_data(cfg.replace(test_subset=pairs, train_subset=1), verbose=False)
                 batch = test.get_batch(torch.arange(len(test)))
@@ -88,7 +78,7 @@ def main() -> None:
         return
 
     if args.checkpoint:
-        cfg, model = load(args.checkpoint)
+        cfg, model, _ = load_run(args.checkpoint)
     else:
         model = ml.pretrained(args.name)
         cfg = model.config

@@ -16,7 +16,8 @@ from ..config import Config, build_model
 from .registry import PathLike, PretrainedError, export
 
 
-def _load_run(checkpoint: Path) -> tuple[Config, torch.nn.Module, dict[str, Any]]:
+def load_run(checkpoint: PathLike) -> tuple[Config, torch.nn.Module, dict[str, Any]]:
+    """A run's checkpoint or epoch snapshot (written by the CLI) as ``(config, model in eval mode, state)``."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "model" not in state or not state.get("config"):
         raise PretrainedError(f"{checkpoint} is not a trainer checkpoint with its config (written by the CLI)")
@@ -162,7 +163,7 @@ def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, ro
     test = clfs = None
     offset = None
     for snap in snaps:
-        cfg, model, state = _load_run(snap)
+        cfg, model, state = load_run(snap)
         if cfg.experiment != "mnist-svhn":
             raise PretrainedError("coherence_curve needs an mnist-svhn run")
         if offset is None:
@@ -226,7 +227,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
     from ..data import experiment_data
     from ..evaluation.reports import flat_table
     run_dir = Path(run_dir)
-    cfg, model, state = _load_run(run_dir / "checkpoint.pt")
+    cfg, model, state = load_run(run_dir / "checkpoint.pt")
     record: dict[str, Any] = {"name": name, "run": run_dir.name, "config": cfg.to_dict(),
                               "epochs": int(state["epoch"]), "steps": int(state["step"]),
                               "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1),
