@@ -32,6 +32,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="raise the learning rate linearly over this many first steps (paper: 0, none); "
                         "keeps Adam's first steps from switching off encoder units")
     p.add_argument("--latent-dim", type=int)
+    p.add_argument("--llik-scaling", metavar="NAME=W[,NAME=W]", type=_llik_scaling,
+                   help="weights on each modality's log-likelihood, e.g. image=0.0156 (unnamed modalities: 1), "
+                        "'auto' (the largest modality's size over each one's) or 'none' (all 1); "
+                        "default: the preset's")
     p.add_argument("--train-subset", type=int, help="number of training examples (0: all)")
     p.add_argument("--test-subset", type=int, help="number of test examples (0: all)")
     p.add_argument("--seed", type=int)
@@ -60,6 +64,24 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="also copy metrics.json and the sample figure to DIR/<run name>/ (e.g. results/)")
 
 
+def _llik_scaling(text: str) -> "str | dict[str, float]":
+    """``--llik-scaling``: 'auto', 'none' (every weight 1: an empty dict), or ``modality=weight`` pairs."""
+    if text.strip().lower() in ("auto", "none"):
+        return {} if text.strip().lower() == "none" else "auto"
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not name.strip() or not weight > 0:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: give modality=weight with a positive weight (e.g. image=0.0156), 'auto' or 'none'")
+        out[name.strip()] = weight
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides = {k: v for k, v in dict(model=args.model, objective=args.objective, gradient=args.gradient, K=args.K,
                                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, latent_dim=args.latent_dim,
@@ -69,6 +91,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         v = getattr(args, name)
         if v is not None:
             overrides[name] = v or None
+    if getattr(args, "llik_scaling", None) is not None:
+        overrides["llik_scaling"] = args.llik_scaling
     if args.bf16:
         overrides["bf16"] = True
     if getattr(args, "init_from", None):
@@ -86,6 +110,8 @@ _RUN_TAGS = (("objective", str), ("gradient", str), ("K", "K{}".format), ("laten
              ("lr", "lr{:g}".format), ("warmup_steps", "wu{}".format), ("scale_param", str),
              ("batch_size", "b{}".format), ("seed", "seed{}".format),
              ("train_subset", lambda v: f"n{v or 'all'}"), ("test_subset", lambda v: f"t{v or 'all'}"),
+             ("llik_scaling", lambda v: "ll-" + ("auto" if v == "auto" else "none" if not v else
+                                                 "-".join(f"{k}{w:g}" for k, w in sorted(v.items())))),
              ("bf16", lambda v: "bf16"), ("init_from", lambda v: "warm"))
 
 

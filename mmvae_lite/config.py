@@ -91,6 +91,17 @@ class Config:
             v = getattr(self, name)
             if v is not None and int(v) < 1:
                 raise ValueError(f"{name} must be >= 1 or None (all), got {v}")
+        if isinstance(self.llik_scaling, dict) and self.experiment in _EXPERIMENT_MODALITIES:
+            names = [_MODALITY_NAMES.get(k, k) for k in _EXPERIMENT_MODALITIES[self.experiment]]
+            unknown = sorted(set(self.llik_scaling) - set(names))
+            if unknown:
+                raise ValueError(f"llik_scaling names {unknown}, which {self.experiment!r} does not have; "
+                                 f"its modalities are {names}")
+            bad = {k: w for k, w in self.llik_scaling.items() if not float(w) > 0}
+            if bad:
+                raise ValueError(f"llik_scaling weights must be positive, got {bad}")
+        elif self.llik_scaling not in ("auto", None) and not isinstance(self.llik_scaling, dict):
+            raise ValueError(f"llik_scaling must be 'auto', None or a dict of modality weights, got {self.llik_scaling!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.experiment not in EXPERIMENTS:
@@ -221,6 +232,9 @@ def make_modality(kind: str, latent_dim: int, *, family: str = "laplace", scale_
         return Modality(name or "sentence", enc, dec, CategoricalLikelihood(), dtype=torch.long, **kw)
     raise ValueError(f"unknown modality kind {kind!r}; choose mnist, svhn, features, image64 or sentence")
 
+
+#: The name a modality of each kind gets in a model (``make_modality``'s default); others keep their kind.
+_MODALITY_NAMES = {"features": "image", "image64": "image"}
 
 _EXPERIMENT_MODALITIES = {
     "mnist": ("mnist",), "svhn": ("svhn",), "mnist-svhn": ("mnist", "svhn"),

@@ -36,6 +36,9 @@ def test_train_writes_history_metrics_and_results(tmp_path, capsys):
     (["train", "mnist", "--device", "tpu", "--no-eval"], "device 'tpu' is not a device torch knows"),
     (["train", "mnist", "--device", "cuda:99", "--no-eval"], "device 'cuda:99'"),
     (["train", "mnist", "--resume", "--overwrite", "--no-eval"], "give one of them"),
+    (["train", "cub-features", "--llik-scaling", "image"], "give modality=weight with a positive weight"),
+    (["train", "cub-features", "--llik-scaling", "image=-2"], "give modality=weight with a positive weight"),
+    (["train", "cub-features", "--llik-scaling", "imgae=0.01"], "its modalities are ['image', 'sentence']"),
 ])
 def test_bad_arguments_exit_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -74,6 +77,30 @@ def test_run_names_separate_modelling_choices():
     assert (run_name(get_config("mnist", "quick", seed=2, batch_size=64, train_subset=None, test_subset=500))
             == "mnist-vae-quick-b64-seed2-nall-t500")
     assert run_name(get_config("mnist-svhn", "reference", epochs=40)) == "mnist-svhn-mmvae-reference"
+    # a likelihood weight other than the preset's is a modelling choice: its own folder
+    assert (run_name(get_config("cub-features", "reference", llik_scaling={"image": 32 / 2048}))
+            == "cub-features-mmvae-reference-ll-image0.015625")
+    assert run_name(get_config("cub-features", "reference", llik_scaling={})) == "cub-features-mmvae-reference-ll-none"
+    assert run_name(get_config("mnist-svhn", "reference", llik_scaling="auto")) == "mnist-svhn-mmvae-reference"
+
+
+def test_llik_scaling_flag_reaches_the_model():
+    """--llik-scaling sets the weights the model multiplies each log p(x_m | z) by; 'none' is all ones,
+    'auto' the authors' size ratio, and an unnamed modality keeps weight 1."""
+    from mmvae_lite import build_model
+    from mmvae_lite.cli import _train_parser, config_from_args
+    import argparse
+    parser = argparse.ArgumentParser()
+    _train_parser(parser.add_subparsers(dest="command"))
+
+    def weights(*flags):
+        cfg = config_from_args(parser.parse_args(["train", "mnist-svhn", *flags]))
+        return build_model(cfg.replace(latent_dim=2)).llik_scaling
+
+    assert weights() == pytest.approx({"mnist": 3 * 32 * 32 / (28 * 28), "svhn": 1.0})
+    assert weights("--llik-scaling", "none") == {"mnist": 1.0, "svhn": 1.0}
+    assert weights("--llik-scaling", "svhn=0.5") == {"mnist": 1.0, "svhn": 0.5}
+    assert weights("--llik-scaling", "mnist=2, svhn=0.25") == {"mnist": 2.0, "svhn": 0.25}
 
 
 def _run_folder(tmp_path, epochs=1, **overrides):

@@ -188,6 +188,25 @@ def test_analytic_and_monte_carlo_elbo_agree_in_expectation(tiny_vae):
     assert mc == pytest.approx(an, abs=0.05)
 
 
+def test_beta_weights_only_the_closed_form_kl(tiny_vae):
+    """elbo(beta) = E[log p(x|z)] - beta * KL on the same samples: linear in beta, eq. (1) at beta = 1."""
+    from mmvae_lite.distributions import kl_divergence
+    x = torch.randn(4, 3)
+    values = {}
+    for beta in (0.0, 0.25, 1.0):
+        torch.manual_seed(3)
+        values[beta] = O.elbo(tiny_vae, x, K=2, beta=beta)
+    kl = kl_divergence(tiny_vae.encode(x), tiny_vae.prior()).sum(-1).mean()
+    torch.testing.assert_close(values[0.0] - values[1.0], kl)
+    torch.testing.assert_close(values[0.0] - values[0.25], 0.25 * kl)
+    torch.manual_seed(3)
+    torch.testing.assert_close(O.elbo(tiny_vae, x, K=2), values[1.0])
+    with pytest.raises(ValueError, match="beta must be >= 0"):
+        O.elbo(tiny_vae, x, beta=-1.0)
+    with pytest.raises(ValueError, match="closed-form KL"):
+        O.elbo(tiny_vae, x, analytic_kl=False, beta=0.5)
+
+
 def test_multimodal_bounds_ordering():
     """ELBO <= stratified IWAE (eq. 3) <= mixture IWAE (eq. 5), on average over many draws."""
     model = make_tiny_mm()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where does an MNIST-SVHN MMVAE lose coherence? A diagnosis run for results/README.md.
 
-Three measurements on a shipped model (``--name``, default ``mnist-svhn-mmvae``) or a run's weights
+Four measurements on a shipped model (``--name``, default ``mnist-svhn-mmvae``) or a run's weights
 (``--checkpoint``):
 
 1. **Joint coherence from four sets of latents** (:func:`mmvae_lite.evaluation.joint_coherence`
@@ -18,7 +18,14 @@ Three measurements on a shipped model (``--name``, default ``mnist-svhn-mmvae``)
    that are a 0 or a 1 (the classes the classifiers give faint images), and the images' contrast
    (pixel standard deviation within an image; the test images' own for comparison).
 
-4. With ``--split-curve RUN_DIR ...`` instead: for every epoch snapshot of the run folders, in
+4. **The polarity switch** (MNIST->SVHN): the SVHN test images' pixel-wise median per digit over
+   both polarities (light digit on a darker plate, or dark on lighter) and over each alone, as the
+   classifier reads them (what a decoder that knows only the digit would draw); then the MNIST
+   expert's widest latent dimension, and the coherence and polarity of one MNIST->SVHN sample per
+   test pair by how far that sample's coordinate lies from the posterior mean there, and the
+   polarity of the image decoded from the posterior mean moved by fixed offsets along it.
+
+5. With ``--split-curve RUN_DIR ...`` instead: for every epoch snapshot of the run folders, in
    order, the latent dimension where the two experts' median posterior means lie furthest apart
    (in units of the prior's scale), the two medians, and each expert's largest median scale.
 
@@ -60,6 +67,48 @@ def split_curve(run_dirs: list[str], pairs: int) -> None:
                   f"MNIST, {zs[:, d].median():.2f} SVHN); largest scale "
                   + ", ".join(f"{n} {float(v.max()):.1f} (dimension {int(v.argmax()) + 1})" for n, v in big.items()),
                   flush=True)
+
+
+def polarity(x: torch.Tensor) -> torch.Tensor:
+    """Centre minus border brightness of images (B, 3, 32, 32): > 0 for a light digit on a darker plate."""
+    grey = x.mean(1)
+    border = torch.cat([grey[:, :, :3].flatten(1), grey[:, :, -3:].flatten(1)], 1)
+    return grey[:, 12:20, 12:20].mean((1, 2)) - border.mean(1)
+
+
+def polarity_switch(model, clfs, batch: dict, labels: torch.Tensor) -> None:
+    """Measurement 4: the class medians of the SVHN test images, and the MNIST expert's switch."""
+    svhn = ml.data.load_svhn("test", verbose=False)
+    images = svhn.get_batch(torch.arange(len(svhn.labels)))[svhn.key]
+    images = images.float() / 255 if images.dtype == torch.uint8 else images
+    light = polarity(images) > 0
+    print(f"SVHN test images: {100 * light.float().mean():.1f} % light digits on a darker plate")
+    for name, keep in (("both polarities", torch.ones_like(light)), ("light digits", light), ("dark digits", ~light)):
+        med = torch.stack([images[keep & (svhn.labels == c)].median(0).values for c in range(10)])
+        said = predict_digits(clfs["svhn"], med)
+        print(f"median per digit over {name}: read as {said.tolist()} ({int((said == torch.arange(10)).sum())} of 10 "
+              f"right), contrast {med.flatten(1).std(1).mean():.3f}", flush=True)
+    with torch.no_grad():
+        q = model.modalities["mnist"].encode(batch["mnist"])
+        wide = int(q.stddev.mean(0).argmax())
+        z = q.sample()
+        x = model.modalities["svhn"].likelihood.mean(model.decode(z, ["svhn"])["svhn"])
+        off = (z[:, wide] - q.mean[:, wide]).abs()
+        right = predict_digits(clfs["svhn"], x) == labels
+        pol = polarity(x)
+        print(f"widest MNIST dimension {wide + 1} (posterior std {q.stddev.mean(0)[wide]:.1f} on average); "
+              f"MNIST->SVHN of these samples {100 * right.float().mean():.1f} %")
+        for lo, hi in ((0, 5), (5, 15), (15, float("inf"))):
+            s = (off >= lo) & (off < hi)
+            print(f"  |offset| {lo}-{hi}: {100 * s.float().mean():.1f} % of samples, coherence "
+                  f"{100 * right[s].float().mean():.1f} %, mean |polarity| {pol[s].abs().mean():.3f}", flush=True)
+        for shift in (-30, -15, -5, 0, 5, 15, 30):
+            zz = q.mean.clone()
+            zz[:, wide] += shift
+            xs = model.modalities["svhn"].likelihood.mean(model.decode(zz, ["svhn"])["svhn"])
+            ok = predict_digits(clfs["svhn"], xs) == labels
+            print(f"  posterior mean {shift:+d} on dimension {wide + 1}: mean polarity {polarity(xs).mean():+.3f}, "
+                  f"coherence {100 * ok.float().mean():.1f} %", flush=True)
 
 
 def main() -> None:
@@ -121,6 +170,8 @@ def main() -> None:
             print(f"{source}->{target}: coherence {100 * (~wrong).float().mean():.1f} %, per class {per_class}, "
                   f"read as {read_as} %, wrong answers read as 0 or 1 {100 * (said[wrong] <= 1).float().mean():.0f} %, "
                   f"contrast {x.flatten(1).std(1).mean():.3f}", flush=True)
+    if "mnist" in model.names and "svhn" in model.names:
+        polarity_switch(model, clfs, batch, labels)
 
 
 if __name__ == "__main__":
