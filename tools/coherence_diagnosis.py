@@ -32,6 +32,12 @@ Four measurements on a shipped model (``--name``, default ``mnist-svhn-mmvae``) 
     python tools/coherence_diagnosis.py                       # the shipped MMVAE
     python tools/coherence_diagnosis.py --checkpoint refruns/amd2/<run>/checkpoint.pt
     python tools/coherence_diagnosis.py --split-curve refruns/amd/<stage 1> refruns/amd/<stage 2> ...
+    python tools/coherence_diagnosis.py --switch-curve refruns/amd/<stage 1> refruns/amd/<stage 2> ...
+
+6. With ``--switch-curve RUN_DIR ...`` instead: for every epoch snapshot, measurement 4 in brief:
+   the MNIST expert's widest dimension, MNIST->SVHN from one sample, from the posterior mean, and
+   from the posterior mean moved by -15 and +15 along that dimension, and the share of the
+   MNIST->SVHN samples that are hedged (|centre - border| < 0.03: no polarity chosen).
 
 Prints one line per measurement.
 """
@@ -111,12 +117,45 @@ def polarity_switch(model, clfs, batch: dict, labels: torch.Tensor) -> None:
                   f"coherence {100 * ok.float().mean():.1f} %", flush=True)
 
 
+def switch_curve(run_dirs: list[str], pairs: int) -> None:
+    """Measurement 6: the polarity switch of measurement 4 on every snapshot of the runs."""
+    batch = clfs = None
+    for run in run_dirs:
+        for snap in snapshots(run):
+            cfg, model, _ = load_run(snap)
+            if batch is None:
+                _, test, _ = experiment_data(cfg.replace(test_subset=pairs, train_subset=1), verbose=False)
+                batch, labels = test.get_batch(torch.arange(len(test))), test.labels
+                clfs = {m: get_digit_classifier(m, progress=False, verbose=False) for m in ("mnist", "svhn")}
+            torch.manual_seed(0)
+            with torch.no_grad():
+                q = model.modalities["mnist"].encode(batch["mnist"])
+                wide = int(q.stddev.mean(0).argmax())
+                svhn = model.modalities["svhn"]
+                out = {}
+                for name, z in (("sample", q.sample()), ("mean", q.mean)):
+                    x = svhn.likelihood.mean(model.decode(z, ["svhn"])["svhn"])
+                    out[name] = 100 * (predict_digits(clfs["svhn"], x) == labels).float().mean().item()
+                    if name == "sample":
+                        hedged = 100 * (polarity(x).abs() < 0.03).float().mean().item()
+                for shift in (-15, 15):
+                    z = q.mean.clone()
+                    z[:, wide] += shift
+                    x = svhn.likelihood.mean(model.decode(z, ["svhn"])["svhn"])
+                    out[f"{shift:+d}"] = 100 * (predict_digits(clfs["svhn"], x) == labels).float().mean().item()
+            print(f"{snap}: widest dimension {wide + 1} (std {q.stddev.mean(0)[wide]:.1f}); MNIST->SVHN from a sample "
+                  f"{out['sample']:.1f} % ({hedged:.1f} % hedged), the mean {out['mean']:.1f} %, the mean -15 "
+                  f"{out['-15']:.1f} %, +15 {out['+15']:.1f} %", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     src = p.add_mutually_exclusive_group()
     src.add_argument("--name", default="mnist-svhn-mmvae", help="a shipped model (ml.pretrained)")
     src.add_argument("--checkpoint", help="a run's checkpoint or epoch snapshot instead")
     src.add_argument("--split-curve", nargs="+", metavar="RUN_DIR", help="the experts' split over these runs' snapshots")
+    src.add_argument("--switch-curve", nargs="+", metavar="RUN_DIR",
+                     help="the polarity switch (measurement 4) over these runs' snapshots")
     p.add_argument("--pairs", type=int, default=2000, help="test (and training) pairs")
     p.add_argument("--train-subset", type=int, help="the training subset the run saw (default: the model's)")
     p.add_argument("--swap-dim", type=int, default=10, help="latent dimension (from 1) taken from the posteriors")
@@ -124,6 +163,9 @@ def main() -> None:
     args = p.parse_args()
     if args.split_curve:
         split_curve(args.split_curve, args.pairs)
+        return
+    if args.switch_curve:
+        switch_curve(args.switch_curve, args.pairs)
         return
 
     if args.checkpoint:
