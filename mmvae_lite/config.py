@@ -209,32 +209,34 @@ def get_config(experiment: str = "mnist-svhn", preset: str = "quick", **override
 # -------------------------------------------------------------------------------------------
 # Builders
 # -------------------------------------------------------------------------------------------
+#: The name a modality of each kind gets in a model (``make_modality``'s default); others keep their kind.
+_MODALITY_NAMES = {"features": "image", "image64": "image"}
+
+
 def make_modality(kind: str, latent_dim: int, *, family: str = "laplace", scale_param: str = "sum_to_d",
                   image_llik_scale: float = 0.75, feature_llik_scale: float = 0.01,
                   vocab_size: int = 1590, name: Optional[str] = None) -> Modality:
     """A modality of the paper's architectures: 'mnist', 'svhn', 'features', 'sentence' or 'image64'."""
     kw = dict(family=family, scale_param=scale_param)
+    name = name or _MODALITY_NAMES.get(kind, kind)
     if kind == "mnist":
-        return Modality(name or "mnist", MNISTEncoder(latent_dim), MNISTDecoder(latent_dim),
+        return Modality(name, MNISTEncoder(latent_dim), MNISTDecoder(latent_dim),
                         LaplaceLikelihood(image_llik_scale), **kw)
     if kind == "svhn":
-        return Modality(name or "svhn", SVHNEncoder(latent_dim), SVHNDecoder(latent_dim),
+        return Modality(name, SVHNEncoder(latent_dim), SVHNDecoder(latent_dim),
                         LaplaceLikelihood(image_llik_scale), **kw)
     if kind == "features":
-        return Modality(name or "image", FeatureEncoder(latent_dim), FeatureDecoder(latent_dim),
+        return Modality(name, FeatureEncoder(latent_dim), FeatureDecoder(latent_dim),
                         LaplaceLikelihood(feature_llik_scale, event_dims=1), **kw)
     if kind == "image64":
-        return Modality(name or "image", Image64Encoder(latent_dim), Image64Decoder(latent_dim),
+        return Modality(name, Image64Encoder(latent_dim), Image64Decoder(latent_dim),
                         LaplaceLikelihood(image_llik_scale), **kw)
     if kind == "sentence":
         enc, dec = SentenceEncoder(latent_dim, vocab_size), SentenceDecoder(latent_dim, vocab_size)
         dec.tie(enc.embedding)
-        return Modality(name or "sentence", enc, dec, CategoricalLikelihood(), dtype=torch.long, **kw)
+        return Modality(name, enc, dec, CategoricalLikelihood(), dtype=torch.long, **kw)
     raise ValueError(f"unknown modality kind {kind!r}; choose mnist, svhn, features, image64 or sentence")
 
-
-#: The name a modality of each kind gets in a model (``make_modality``'s default); others keep their kind.
-_MODALITY_NAMES = {"features": "image", "image64": "image"}
 
 _EXPERIMENT_MODALITIES = {
     "mnist": ("mnist",), "svhn": ("svhn",), "mnist-svhn": ("mnist", "svhn"),
