@@ -82,6 +82,11 @@ def polarity(x: torch.Tensor) -> torch.Tensor:
     return grey[:, 12:20, 12:20].mean((1, 2)) - border.mean(1)
 
 
+def svhn_images(model, z: torch.Tensor) -> torch.Tensor:
+    """The SVHN decoder's mean images for latents z (B, L)."""
+    return model.modalities["svhn"].likelihood.mean(model.decode(z, ["svhn"])["svhn"])
+
+
 def polarity_switch(model, clfs, batch: dict, labels: torch.Tensor) -> None:
     """Measurement 4: the class medians of the SVHN test images, and the MNIST expert's switch."""
     svhn = ml.data.load_svhn("test", verbose=False)
@@ -98,7 +103,7 @@ def polarity_switch(model, clfs, batch: dict, labels: torch.Tensor) -> None:
         q = model.modalities["mnist"].encode(batch["mnist"])
         wide = int(q.stddev.mean(0).argmax())
         z = q.sample()
-        x = model.modalities["svhn"].likelihood.mean(model.decode(z, ["svhn"])["svhn"])
+        x = svhn_images(model, z)
         off = (z[:, wide] - q.mean[:, wide]).abs()
         right = predict_digits(clfs["svhn"], x) == labels
         pol = polarity(x)
@@ -111,7 +116,7 @@ def polarity_switch(model, clfs, batch: dict, labels: torch.Tensor) -> None:
         for shift in (-30, -15, -5, 0, 5, 15, 30):
             zz = q.mean.clone()
             zz[:, wide] += shift
-            xs = model.modalities["svhn"].likelihood.mean(model.decode(zz, ["svhn"])["svhn"])
+            xs = svhn_images(model, zz)
             ok = predict_digits(clfs["svhn"], xs) == labels
             print(f"  posterior mean {shift:+d} on dimension {wide + 1}: mean polarity {polarity(xs).mean():+.3f}, "
                   f"coherence {100 * ok.float().mean():.1f} %", flush=True)
@@ -131,17 +136,16 @@ def switch_curve(run_dirs: list[str], pairs: int) -> None:
             with torch.no_grad():
                 q = model.modalities["mnist"].encode(batch["mnist"])
                 wide = int(q.stddev.mean(0).argmax())
-                svhn = model.modalities["svhn"]
                 out = {}
                 for name, z in (("sample", q.sample()), ("mean", q.mean)):
-                    x = svhn.likelihood.mean(model.decode(z, ["svhn"])["svhn"])
+                    x = svhn_images(model, z)
                     out[name] = 100 * (predict_digits(clfs["svhn"], x) == labels).float().mean().item()
                     if name == "sample":
                         hedged = 100 * (polarity(x).abs() < 0.03).float().mean().item()
                 for shift in (-15, 15):
                     z = q.mean.clone()
                     z[:, wide] += shift
-                    x = svhn.likelihood.mean(model.decode(z, ["svhn"])["svhn"])
+                    x = svhn_images(model, z)
                     out[f"{shift:+d}"] = 100 * (predict_digits(clfs["svhn"], x) == labels).float().mean().item()
             print(f"{snap}: widest dimension {wide + 1} (std {q.stddev.mean(0)[wide]:.1f}); MNIST->SVHN from a sample "
                   f"{out['sample']:.1f} % ({hedged:.1f} % hedged), the mean {out['mean']:.1f} %, the mean -15 "
