@@ -315,6 +315,26 @@ def test_attribute_accuracy():
     assert acc == {"colour": pytest.approx(2 / 3), "size": 1.0, "mean": pytest.approx(5 / 6)}
 
 
+def test_plate_polarity_reads_which_way_a_plate_was_drawn():
+    """A light square on a dark plate is positive, its negative image the same size negative, a
+    flat image zero; uint8 images read like their float copies; bad shapes are refused."""
+    light = torch.full((1, 3, 32, 32), 0.2)
+    light[:, :, 10:22, 10:22] = 0.9
+    images = torch.cat([light, 1 - light, torch.full((1, 3, 32, 32), 0.5)])
+    got = ev.plate_polarity(images)
+    assert got.shape == (3,)
+    assert torch.allclose(got, torch.tensor([0.7, -0.7, 0.0]), atol=1e-6)
+    as_bytes = (images * 255).round().to(torch.uint8)
+    assert torch.allclose(ev.plate_polarity(as_bytes), got, atol=2 / 255)
+    # inverting any image flips the sign: polarity is antisymmetric under 1 - x
+    house = torch.rand(16, 3, 32, 32)
+    assert torch.allclose(ev.plate_polarity(1 - house), -ev.plate_polarity(house), atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        ev.plate_polarity(torch.zeros(2, 1, 28, 28))
+    with pytest.raises(ValueError, match="at least 8 x 8"):
+        ev.plate_polarity(torch.zeros(2, 3, 4, 4))
+
+
 # ---------------------------------------------------------------------------------------------
 # Gradient SNR
 # ---------------------------------------------------------------------------------------------

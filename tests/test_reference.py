@@ -244,6 +244,36 @@ def test_export_run_ships_a_trained_run_that_loads_and_rechecks_to_its_record(re
     assert rows[0] == saved["time_to_coherence"][0] and [r["pairs_seen"] for r in rows] == [64, 96]
 
 
+def test_export_run_ships_a_caption_model_with_its_time_to_captions(registry, monkeypatch):
+    """The CUB stand-in's path: `train cub-features` with snapshots, then `export_run`: the vocabulary
+    ships beside the weights, the record holds the captions' scores, the curve of caption scores
+    over the snapshots (epoch order, cumulative seconds), and the shipped model re-checks exactly."""
+    from pathlib import Path
+    from mmvae_lite.cli import main
+    monkeypatch.chdir(registry)
+    (registry / "data").mkdir()
+    monkeypatch.setenv("MMVAE_LITE_DATA", str(registry / "data"))   # no CUB files: the stand-in
+    assert main(["train", "cub-features", "--preset", "quick", "--train-subset", "64", "--test-subset", "32",
+                 "--epochs", "2", "--out", "runs", "--no-progress", "--no-eval", "--snapshots"]) == 0
+    run = Path("runs/cub-features-mmvae-quick-n64-t32")
+    assert run.is_dir(), sorted(p.name for p in Path("runs").iterdir())
+    record = pt.export_run(run, "birds", registry / "results", check_n=20, progress=False,
+                           evaluation=dict(quick=True, n_train=256, n_test=64))
+    saved = json.loads((registry / "results" / "birds" / "metrics.json").read_text())
+    assert {"vocab.json", "metrics.json", "history.json"} <= {p.name for p in (registry / "results" / "birds").iterdir()}
+    assert set(saved["metrics"]) == {"cca", "captions_from_images"} and saved["check_n"] == 20
+    rows = saved["time_to_captions"]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[0]["train_seconds"] < rows[1]["train_seconds"]
+    assert rows[-1]["train_seconds"] == pytest.approx(saved["train_seconds"], abs=0.2)
+    assert set(rows[-1]) >= {"described", "with_claims", "claim_accuracy", "pairs_seen"}
+    assert rows[-1]["pairs_seen"] == 128
+    model = ml.pretrained("birds", download=False)
+    got = pt.recheck(model, record=saved)
+    for key, want in saved["check"].items():
+        assert (got[key] != got[key] and want != want) or got[key] == pytest.approx(want, abs=1e-4), key
+    assert record["vocab_fingerprint"] == pt.pretrained_vocab("birds").fingerprint()
+
+
 def test_snapshots_come_in_epoch_order_past_epoch_99(tmp_path):
     for n in (1, 2, 10, 11, 99, 100, 101):
         (tmp_path / f"epoch{n:02d}.pt").write_bytes(b"")

@@ -50,7 +50,7 @@ import torch
 import mmvae_lite as ml
 from mmvae_lite.checkpoint import snapshots
 from mmvae_lite.data import experiment_data
-from mmvae_lite.evaluation import cross_coherence, get_digit_classifier, joint_coherence, predict_digits
+from mmvae_lite.evaluation import cross_coherence, get_digit_classifier, joint_coherence, plate_polarity, predict_digits
 from mmvae_lite.reference.runs import load_run
 
 
@@ -75,13 +75,6 @@ def split_curve(run_dirs: list[str], pairs: int) -> None:
                   flush=True)
 
 
-def polarity(x: torch.Tensor) -> torch.Tensor:
-    """Centre minus border brightness of images (B, 3, 32, 32): > 0 for a light digit on a darker plate."""
-    grey = x.mean(1)
-    border = torch.cat([grey[:, :, :3].flatten(1), grey[:, :, -3:].flatten(1)], 1)
-    return grey[:, 12:20, 12:20].mean((1, 2)) - border.mean(1)
-
-
 def svhn_images(model, z: torch.Tensor) -> torch.Tensor:
     """The SVHN decoder's mean images for latents z (B, L)."""
     return model.modalities["svhn"].likelihood.mean(model.decode(z, ["svhn"])["svhn"])
@@ -92,7 +85,7 @@ def polarity_switch(model, clfs, batch: dict, labels: torch.Tensor) -> None:
     svhn = ml.data.load_svhn("test", verbose=False)
     images = svhn.get_batch(torch.arange(len(svhn.labels)))[svhn.key]
     images = images.float() / 255 if images.dtype == torch.uint8 else images
-    light = polarity(images) > 0
+    light = plate_polarity(images) > 0
     print(f"SVHN test images: {100 * light.float().mean():.1f} % light digits on a darker plate")
     for name, keep in (("both polarities", torch.ones_like(light)), ("light digits", light), ("dark digits", ~light)):
         med = torch.stack([images[keep & (svhn.labels == c)].median(0).values for c in range(10)])
@@ -106,7 +99,7 @@ def polarity_switch(model, clfs, batch: dict, labels: torch.Tensor) -> None:
         x = svhn_images(model, z)
         off = (z[:, wide] - q.mean[:, wide]).abs()
         right = predict_digits(clfs["svhn"], x) == labels
-        pol = polarity(x)
+        pol = plate_polarity(x)
         print(f"widest MNIST dimension {wide + 1} (posterior std {q.stddev.mean(0)[wide]:.1f} on average); "
               f"MNIST->SVHN of these samples {100 * right.float().mean():.1f} %")
         for lo, hi in ((0, 5), (5, 15), (15, float("inf"))):
@@ -118,7 +111,7 @@ def polarity_switch(model, clfs, batch: dict, labels: torch.Tensor) -> None:
             zz[:, wide] += shift
             xs = svhn_images(model, zz)
             ok = predict_digits(clfs["svhn"], xs) == labels
-            print(f"  posterior mean {shift:+d} on dimension {wide + 1}: mean polarity {polarity(xs).mean():+.3f}, "
+            print(f"  posterior mean {shift:+d} on dimension {wide + 1}: mean polarity {plate_polarity(xs).mean():+.3f}, "
                   f"coherence {100 * ok.float().mean():.1f} %", flush=True)
 
 
@@ -141,7 +134,7 @@ def switch_curve(run_dirs: list[str], pairs: int) -> None:
                     x = svhn_images(model, z)
                     out[name] = 100 * (predict_digits(clfs["svhn"], x) == labels).float().mean().item()
                     if name == "sample":
-                        hedged = 100 * (polarity(x).abs() < 0.03).float().mean().item()
+                        hedged = 100 * (plate_polarity(x).abs() < 0.03).float().mean().item()
                 for shift in (-15, 15):
                     z = q.mean.clone()
                     z[:, wide] += shift

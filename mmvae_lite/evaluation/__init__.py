@@ -13,6 +13,7 @@ scripts (``src/report/*.py`` of iffsid/mmvae):
 function                            module              paper
 ==================================  ==================  ===============================================
 :func:`coherence`                   ``coherence``       Table 2 / 5: cross and joint coherence
+:func:`plate_polarity`              ``coherence``       diagnosis: the SVHN plate an image chose
 :func:`get_digit_classifier`        ``classifiers``     the digit classifiers coherence asks
 :func:`latent_accuracy`             ``latent``          Table 1: linear probe on posterior means
 :func:`kl_per_dimension`            ``latent``          Figure 5 (right): per-dimension KLs
@@ -30,7 +31,7 @@ function                            module              paper
 """
 from .classifiers import (CLASSIFIER_FORMAT, DigitClassifier, classifier_accuracy, classifier_path,
                           get_digit_classifier, load_digit_classifier, predict_digits, train_digit_classifier)
-from .coherence import coherence, cross_coherence, joint_coherence
+from .coherence import coherence, cross_coherence, joint_coherence, plate_polarity
 from .cub import (CCA, SentenceEmbedder, attribute_accuracy, caption_attribute_scores, cub_coherence, fit_cub_cca,
                   image_caption_scores)
 from .examples import iterate_examples
@@ -45,7 +46,7 @@ __all__ = [
     "evaluation_mode", "iterate_examples",
     "DigitClassifier", "train_digit_classifier", "get_digit_classifier", "load_digit_classifier", "classifier_path",
     "classifier_accuracy", "predict_digits", "CLASSIFIER_FORMAT",
-    "coherence", "cross_coherence", "joint_coherence",
+    "coherence", "cross_coherence", "joint_coherence", "plate_polarity",
     "posterior_features", "latent_accuracy", "kl_per_dimension", "latent_traversals", "latent_embedding",
     "log_likelihoods", "likelihood_summary",
     "SentenceEmbedder", "CCA", "fit_cub_cca", "cub_coherence", "attribute_accuracy", "caption_attribute_scores", "image_caption_scores",

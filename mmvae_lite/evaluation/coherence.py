@@ -23,7 +23,7 @@ from .examples import iterate_examples, total_examples
 from .latent import decoded_mean
 from .runtime import Progress, device_of, evaluation_mode, seeded
 
-__all__ = ["cross_coherence", "joint_coherence", "coherence"]
+__all__ = ["cross_coherence", "joint_coherence", "coherence", "plate_polarity"]
 
 _WHY = "coherence compares generations across modalities"
 
@@ -154,3 +154,26 @@ def coherence(model: MultimodalVAE, data: Any, classifiers: Mapping[str, nn.Modu
                                         order[k.split("->")[0]], order[k.split("->")[1]]))
     out.update({k: cross[k] for k in keys})
     return out
+
+
+def plate_polarity(images: torch.Tensor) -> torch.Tensor:
+    """Centre minus border brightness of SVHN-style images ``(B, 3, H, W)`` (float in [0, 1] or uint8).
+
+    Positive for a light digit on a darker plate, negative for a dark digit on a lighter one, near
+    zero for a flat image: the choice an MNIST->SVHN generation has to make, because an MNIST digit
+    says nothing about its partner's plate (chapter 7, "One coordinate chooses the plate"). The
+    centre is the middle quarter of each side (rows and columns 12-19 of 32, on the digit), the
+    border the three leftmost and three rightmost columns (plate, or the edge of a neighbouring
+    digit). Returns ``(B,)`` in [-1, 1].
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"plate_polarity expects images of shape (B, 3, H, W), got {got}")
+    h, w = images.shape[-2:]
+    if h < 8 or w < 8:
+        raise ValueError(f"plate_polarity expects images of at least 8 x 8 pixels, got {h} x {w}")
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    grey = x.mean(1)
+    border = torch.cat([grey[:, :, :3].flatten(1), grey[:, :, -3:].flatten(1)], 1)
+    centre = grey[:, 3 * h // 8: 5 * h // 8, 3 * w // 8: 5 * w // 8]
+    return centre.mean((1, 2)) - border.mean(1)

@@ -1,6 +1,7 @@
-"""Runs made into shipped models: the time-to-coherence curve of a run's snapshots, the chain of
-warm starts a run's training time includes, the deterministic check a shipped model's test
-re-computes, and :func:`export_run`, which evaluates a finished CLI run and ships it.
+"""Runs made into shipped models: the time-to-coherence (CUB: time-to-captions) curve of a run's
+snapshots, the chain of warm starts a run's training time includes, the deterministic check a
+shipped model's test re-computes, and :func:`export_run`, which evaluates a finished CLI run and
+ships it.
 """
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ def _rounded(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
 CHECK_N = {"mnist-svhn": 1000, "cub-features": 500}
 """Default size of a shipped model's check: test pairs (MNIST-SVHN) or test images (CUB); a record
 that holds ``check_n`` (every export since it was recorded) uses its own."""
+
+
+CURVE_KEY = {"mnist-svhn": "time_to_coherence", "cub-features": "time_to_captions"}
+"""The ``metrics.json`` key of each experiment's curve over a run's snapshots."""
 
 
 def check_coherence(model: torch.nn.Module, test: Any, *, n: int = CHECK_N["mnist-svhn"],
@@ -103,7 +108,7 @@ def warm_start_chain(cfg: Config, run_dir: Optional[PathLike] = None) -> list[di
     from scratch. ``run_dir`` (the run's folder) lets relative ``--init-from`` paths be found from
     another working directory. A run started from a shipped model (``--init-from results/<name>``)
     takes the chain before it from that model's ``metrics.json``, and the model's entry carries its
-    ``time_to_coherence`` rows."""
+    curve rows (``time_to_coherence`` or ``time_to_captions``, :data:`CURVE_KEY`)."""
     from ..checkpoint import read_start
     chain: list[dict[str, Any]] = []
     init, seen = cfg.init_from, set()
@@ -125,7 +130,7 @@ def warm_start_chain(cfg: Config, run_dir: Optional[PathLike] = None) -> list[di
                 "train_seconds": shipped.get("train_seconds", round(sum(r["seconds"] for r in state["history"]), 1)),
                 "config": saved, "exported_at_commit": shipped.get("git_commit"),
                 "sha256": {f["name"]: f["sha256"] for f in shipped.get("files") or []},   # which release it was
-                "time_to_coherence": shipped.get("time_to_coherence") or []}]
+                **{k: shipped.get(k) or [] for k in CURVE_KEY.values()}}]
             break
         cmd = path.parent / "command.txt"   # the commands that trained it, when its run folder is beside it
         chain.insert(0, {"checkpoint": str(init), "command": cmd.read_text().strip() if cmd.is_file() else None,
@@ -152,38 +157,58 @@ def coherence_curve(run_dir: PathLike, *, n: int = 1000, n_joint: int = 1000, ro
     """Coherence of every ``epochNN.pt`` snapshot in ``run_dir`` against cumulative training seconds.
 
     This is the "time to coherence" of a recipe: what a reader training on a laptop gets for each
-    minute of training. MNIST-SVHN only (the digit classifiers define coherence). A warm-started run
-    (``--init-from``) counts the seconds and pairs of the runs it started from, and their snapshots
-    (when their folders hold ``epochNN.pt``) come first in the curve.
+    minute of training. MNIST-SVHN only (the digit classifiers define coherence; for the CUB
+    stand-in see :func:`caption_curve`). A warm-started run (``--init-from``) counts the seconds and
+    pairs of the runs it started from, and their snapshots (when their folders hold ``epochNN.pt``)
+    come first in the curve.
     """
-    from ..data import experiment_data
     from ..evaluation import coherence, get_digit_classifier
-    snaps = snapshots(run_dir)
+    clfs: dict[str, Any] = {}
+
+    def score(model: torch.nn.Module, test: Any) -> dict[str, float]:
+        if not clfs:
+            clfs.update({m: get_digit_classifier(m, root, progress=progress, verbose=False) for m in ("mnist", "svhn")})
+        return coherence(model, test, clfs, n_joint=n_joint, max_examples=n, seed=0, progress=progress)
+
+    return _snapshot_curve(run_dir, "mnist-svhn", score, root=root)
+
+
+def caption_curve(run_dir: PathLike, *, n: int = CHECK_N["cub-features"], root: Optional[PathLike] = None
+                  ) -> list[dict[str, Any]]:
+    """The CUB stand-in's "time to captions": :func:`check_captions` (captions written for the first
+    ``n`` test images, scored against their birds' attributes) of every ``epochNN.pt`` snapshot in
+    ``run_dir`` against cumulative training seconds, warm starts counted as in :func:`coherence_curve`."""
+    return _snapshot_curve(run_dir, "cub-features", lambda model, test: check_captions(model, test, n=n), root=root)
+
+
+def _snapshot_curve(run_dir: PathLike, experiment: str, score: Any, *, root: Optional[PathLike]
+                    ) -> list[dict[str, Any]]:
+    """``score(model, test)`` of every snapshot of a run (and of the runs it was warm-started from)."""
+    from ..data import experiment_data
+    key = CURVE_KEY[experiment]
     rows: list[dict[str, Any]] = []
-    test = clfs = None
-    offset = None
-    for snap in snaps:
+    test = offset = None
+    for snap in snapshots(run_dir):
         cfg, model, state = load_run(snap)
-        if cfg.experiment != "mnist-svhn":
-            raise PretrainedError("coherence_curve needs an mnist-svhn run")
+        if cfg.experiment != experiment:
+            raise PretrainedError(f"this curve needs a {experiment} run; {snap} is a {cfg.experiment} run")
         if offset is None:
             chain = warm_start_chain(cfg, run_dir)
             offset = {"seconds": sum(c["train_seconds"] for c in chain), "pairs": _total(c["pairs"] for c in chain)}
-            if chain and "time_to_coherence" in chain[-1]:   # a shipped model's curve, as it recorded it
-                rows = list(chain[-1]["time_to_coherence"])
+            if chain and key in chain[-1]:   # a shipped model's curve, as it recorded it
+                rows = list(chain[-1][key])
             elif chain:   # the earlier run's snapshots up to the one this run started from
                 earlier = _find_init(chain[-1]["checkpoint"], run_dir).parent
-                rows = [r for r in coherence_curve(earlier, n=n, n_joint=n_joint, root=root, progress=progress)
+                rows = [r for r in _snapshot_curve(earlier, experiment, score, root=root)
                         if r["epoch"] <= chain[-1]["epochs"]]
         if test is None:
             _, test, _ = experiment_data(cfg.replace(test_subset=None, train_subset=1), root=root, verbose=False)
-            clfs = {m: get_digit_classifier(m, root, progress=progress, verbose=False) for m in ("mnist", "svhn")}
         seconds = sum(r["seconds"] for r in state["history"]) + offset["seconds"]
-        c = coherence(model, test, clfs, n_joint=n_joint, max_examples=n, seed=0, progress=progress)
+        got = score(model, test)
         rows.append({"run": Path(run_dir).name, "K": cfg.K, "batch_size": cfg.batch_size, "lr": cfg.lr,
                      "warmup_steps": cfg.warmup_steps, "epoch": int(state["epoch"]),
                      "pairs_seen": _total([_pairs(int(state["epoch"]), cfg.train_subset), offset["pairs"]]),
-                     "train_seconds": round(seconds, 1), **{k: round(float(v), 4) for k, v in c.items()}})
+                     "train_seconds": round(seconds, 1), **{k: round(float(v), 4) for k, v in got.items()}})
     return rows
 
 
@@ -234,7 +259,7 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
                               "history": state["history"], "export_command": command or " ".join(sys.argv)}
     chain = warm_start_chain(cfg, run_dir)
     if chain:   # a warm start: the training its weights had before this run counts too
-        record["warm_started_from"] = [{k: v for k, v in c.items() if k != "time_to_coherence"} for c in chain]
+        record["warm_started_from"] = [{k: v for k, v in c.items() if k not in CURVE_KEY.values()} for c in chain]
         record["train_seconds_total"] = round(record["train_seconds"] + sum(c["train_seconds"] for c in chain), 1)
     cmd_file = run_dir / "command.txt"
     if cmd_file.exists():   # every command that trained the run (a resumed run has several)
@@ -290,6 +315,8 @@ def export_run(run_dir: PathLike, name: str, out: PathLike = "results", *, n_coh
         record["captions_float16"] = {k: v for k, v in half.items() if k != "examples"}
         record["float16_max_caption_change_points"] = round(worst, 3)
         record["check"] = check_captions(_rounded(model, dtype), test, n=check_n)
+        if snapshots(run_dir):
+            record["time_to_captions"] = caption_curve(run_dir, n=check_n, root=root)
     folder = Path(out) / name
     extra: tuple[str, ...] = ()
     if cfg.experiment == "cub-features":   # captions are decoded with it: shipped and verified with the weights
