@@ -242,6 +242,11 @@ def test_export_run_ships_a_trained_run_that_loads_and_rechecks_to_its_record(re
     assert again["train_seconds_total"] == pytest.approx(saved["train_seconds"] + again["train_seconds"], abs=0.2)
     rows = again["time_to_coherence"]
     assert rows[0] == saved["time_to_coherence"][0] and [r["pairs_seen"] for r in rows] == [64, 96]
+    # the summary a chapter prints: one line per stage, the shipped one first, then the time in all
+    lines = pt.training_summary(again).splitlines()
+    assert len(lines) == 3 and lines[0].startswith("stage 1 (1 epoch, ") and lines[1].startswith("stage 2 (1 epoch, ")
+    assert "--train-subset 64" in lines[0] and "--init-from results/tiny" in lines[1]
+    assert lines[2].startswith(f"training time {again['train_seconds_total'] / 60:.0f} min in all")
 
 
 def test_export_run_ships_a_caption_model_with_its_time_to_captions(registry, monkeypatch):

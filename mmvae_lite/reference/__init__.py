@@ -19,13 +19,13 @@ Two modules:
   records their checksums);
 * :mod:`.runs`: from a finished CLI run folder to a shipped model (:func:`export_run`), with its
   time-to-coherence curve (:func:`coherence_curve`; CUB: :func:`caption_curve`), the warm starts its training includes
-  (:func:`warm_start_chain`) and the check its test re-computes (:func:`recheck`).
+  (:func:`warm_start_chain`, :func:`training_summary`) and the check its test re-computes (:func:`recheck`).
 """
 from .registry import (BASE_URL, URL_ENV, PretrainedError, ShippedFile, available, export, load_weights, locate,
                        pretrained, pretrained_config, pretrained_record, pretrained_vocab)
 from .runs import (caption_curve, check_captions, check_coherence, coherence_curve, export_run, recheck,
-                   warm_start_chain)
+                   training_summary, warm_start_chain)
 
 __all__ = ["pretrained", "available", "locate", "load_weights", "export", "pretrained_config",
            "pretrained_record", "pretrained_vocab", "PretrainedError", "ShippedFile", "BASE_URL", "URL_ENV",
-           "coherence_curve", "caption_curve", "warm_start_chain", "check_captions", "recheck", "export_run", "check_coherence"]
+           "coherence_curve", "caption_curve", "training_summary", "warm_start_chain", "check_captions", "recheck", "export_run", "check_coherence"]

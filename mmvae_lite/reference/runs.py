@@ -212,6 +212,23 @@ def _snapshot_curve(run_dir: PathLike, experiment: str, score: Any, *, root: Opt
     return rows
 
 
+def training_summary(record: dict[str, Any]) -> str:
+    """A shipped model's training as text (its ``metrics.json``, :func:`pretrained_record`): one line
+    per stage, earlier runs first, with its epochs, minutes and command(s), then the time in all and
+    where the last stage ran."""
+    stages = [*record.get("warm_started_from", []), record]
+    lines = []
+    for i, stage in enumerate(stages, 1):
+        epochs = int(stage.get("epochs", 0))
+        command = str(stage.get("command") or "(command not recorded)").replace("\n", "\n    ")
+        lines.append(f"stage {i} ({epochs} epoch{'' if epochs == 1 else 's'}, {stage['train_seconds'] / 60:.0f} min): "
+                     f"{command}")
+    total = record.get("train_seconds_total", record["train_seconds"])
+    lines.append(f"training time {total / 60:.0f} min in all (last stage on {record.get('machine', '?')}, "
+                 f"torch {record.get('torch', '?')}, exported at commit {str(record.get('git_commit'))[:10]})")
+    return "\n".join(lines)
+
+
 def _machine() -> str:
     """``"<cpu model>, <n> cores"`` (or the CUDA device): where a shipped model was evaluated."""
     if torch.cuda.is_available():
