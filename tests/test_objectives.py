@@ -219,6 +219,24 @@ def test_multimodal_bounds_ordering():
     assert s1 < s10 < mix10
 
 
+def test_stratum_bounds_give_eq3_and_eq5_on_the_same_samples():
+    """Mean over strata = eq. (3); log-mean-exp over strata = eq. (5) (same seed, so same samples)."""
+    model = make_tiny_mm()
+    batch = tiny_batch(6)
+    with torch.no_grad():
+        torch.manual_seed(4)
+        s = O.stratum_bounds(model, batch, 7)
+        torch.manual_seed(4)
+        eq3 = O.m_iwae_stratified(model, batch, 7)
+        torch.manual_seed(4)
+        eq5 = O.m_iwae_mixture(model, batch, 7)
+    assert s.shape == (2, 6)
+    torch.testing.assert_close(s.mean(), eq3)
+    torch.testing.assert_close(O.log_mean_exp(s, 0).mean(), eq5)
+    assert (O.log_mean_exp(s, 0) >= s.mean(0) - 1e-5).all()     # Jensen, pair by pair
+    assert not torch.allclose(s[0], s[1])                          # the strata are different bounds
+
+
 def test_m_elbo_is_matches_its_expectation():
     """Appendix B is an unbiased estimate of the mean of the unimodal ELBOs E_{q_i}[sum_j log p(x_j|z)] - KL_i."""
     model = make_tiny_mm()

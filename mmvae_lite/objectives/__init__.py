@@ -42,7 +42,7 @@ from functools import partial
 from ..distributions import kl_divergence
 from ._common import Gradient, Objective, check_gradient, log_mean_exp
 from .moe import (m_dreg_mixture, m_dreg_stratified, m_elbo_is, m_iwae_mixture, m_iwae_stratified,
-                  moe_log_weights)
+                  moe_log_weights, stratum_bounds)
 from .poe import mvae_elbo
 from .snr import crn_gradient_snr
 from .unbiased import m_dreg_ancestral, m_dreg_stratified_unbiased, m_iwae_ancestral
@@ -74,4 +74,4 @@ def get_objective(name: str, gradient: Gradient = "dreg") -> Objective:
 
 __all__ = ["elbo", "iwae", "dreg", "m_elbo_is", "m_iwae_stratified", "m_iwae_mixture", "m_dreg_stratified",
            "m_dreg_mixture", "m_dreg_stratified_unbiased", "m_iwae_ancestral", "m_dreg_ancestral",
-           "mvae_elbo", "moe_log_weights", "crn_gradient_snr", "log_mean_exp", "kl_divergence", "get_objective", "OBJECTIVES"]
+           "mvae_elbo", "moe_log_weights", "stratum_bounds", "crn_gradient_snr", "log_mean_exp", "kl_divergence", "get_objective", "OBJECTIVES"]

@@ -37,6 +37,18 @@ def moe_log_weights(model: MultimodalVAE, batch: Batch, K: int, stop_grad_q: boo
     return model.prior().log_prob(z).sum(-1) + lpx - q.log_prob(z), z
 
 
+def stratum_bounds(model: MultimodalVAE, batch: Batch, K: int) -> torch.Tensor:
+    r"""The M per-expert IWAE bounds that eq. (3) averages, one per stratum and example: (M, B).
+
+    .. math:: s_m = \log \frac1K \sum_k w^k_m, \quad z^{1:K}_m \sim q_m(z \mid x_m).
+
+    Their mean over m is eq. (3) and their log-mean-exp over m is eq. (5) on the same samples,
+    so the gap between the two bounds is Jensen's gap between the strata.
+    """
+    lw, _ = moe_log_weights(model, batch, K)
+    return log_mean_exp(lw, 1)
+
+
 def m_iwae_stratified(model: MultimodalVAE, batch: Batch, K: int) -> torch.Tensor:
     r"""Stratified MoE IWAE, eq. (3) (the authors' ``m_iwae_looser``, used for the paper's results):
 
@@ -44,8 +56,7 @@ def m_iwae_stratified(model: MultimodalVAE, batch: Batch, K: int) -> torch.Tenso
 
     Plain (reparameterised) gradient: an unbiased estimate of the gradient of eq. (3).
     """
-    lw, _ = moe_log_weights(model, batch, K)
-    return log_mean_exp(lw, 1).mean(0).mean()
+    return stratum_bounds(model, batch, K).mean(0).mean()
 
 
 def m_iwae_mixture(model: MultimodalVAE, batch: Batch, K: int) -> torch.Tensor:
