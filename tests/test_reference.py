@@ -258,6 +258,9 @@ def test_export_run_ships_a_caption_model_with_its_time_to_captions(registry, mo
     monkeypatch.chdir(registry)
     (registry / "data").mkdir()
     monkeypatch.setenv("MMVAE_LITE_DATA", str(registry / "data"))   # no CUB files: the stand-in
+    import mmvae_lite.data.cub as cub_data                              # a small one: 300 + 100 birds
+    monkeypatch.setitem(cub_data.CUB_IMAGES, "train", 300)
+    monkeypatch.setitem(cub_data.CUB_IMAGES, "test", 100)
     assert main(["train", "cub-features", "--preset", "quick", "--train-subset", "64", "--test-subset", "32",
                  "--epochs", "2", "--out", "runs", "--no-progress", "--no-eval", "--snapshots"]) == 0
     run = Path("runs/cub-features-mmvae-quick-n64-t32")
