@@ -54,7 +54,9 @@ def standin_features(images: torch.Tensor, seed: int = 0, batch_size: int = 1024
         batch_size: images per forward pass.
 
     Returns:
-        float32 (N, 2048), non-negative, scaled to an average value of about 0.5.
+        float32 (N, 2048), non-negative, the ReLU outputs times 0.25. On the CUB stand-in's 8855
+        training birds: mean 0.15, 28 % exact zeros, per-dimension standard deviation across images
+        0.05 (median over dimensions; 0.23 at the 90th percentile).
     """
     net = _feature_net(int(seed))
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
